@@ -1,0 +1,5 @@
+"""Dataset loaders: one module per dataset, registered by name in `DATASETS`."""
+
+from .base import DATASETS, Loader
+
+__all__ = ["DATASETS", "Loader"]

@@ -1,0 +1,290 @@
+"""Shard format v1: one HDF5 file holding n records.
+
+Layout of `shard-NNNNN.h5`:
+- `/meta/id`          vlen UTF-8 [n], sample ids;
+- `/data/<field>`     ragged fields concatenated along axis 0, fixed fields as [n, ...],
+                      scalar and string fields as [n];
+- `/index/<field>`    int64 [n + 1] offsets into `/data/<field>` for ragged fields;
+- root attributes     `format`, `version`, `n`, `schema` (JSON: field -> kind, dtype,
+                      tail shape), `encoding` (JSON: name + parameters), `dataset`, `split`.
+
+Compression is Blosc(LZ4, byte shuffle, level 5) from `hdf5plugin`, chosen by
+tools/bench_shards.py for read speed first; any reader needs `import hdf5plugin`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from ..errors import ShardError
+
+FORMAT = "evpipe-shard"
+VERSION = 1
+CHUNK_BYTES = 1 << 18
+# Random access decompresses whole chunks: keep a few per dataset cached.
+READ_CACHE_BYTES = 8 << 20
+
+
+def compression() -> dict:
+    """h5py dataset keywords for the shard codec."""
+    return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one record field is stored: `ragged` (concatenated + index), `fixed` ([n, ...]),
+    `scalar` (number per record) or `str` (string per record)."""
+
+    kind: str
+    dtype: str
+    tail: tuple[int, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "dtype": self.dtype, "tail": list(self.tail)}
+
+    @staticmethod
+    def from_json(d: dict) -> "FieldSpec":
+        return FieldSpec(d["kind"], d["dtype"], tuple(d["tail"]))
+
+
+def infer_schema(record: dict, fixed: frozenset[str]) -> dict[str, FieldSpec]:
+    """Schema from a first record, in field-name order (so a resumed writer that reloads it
+    from the manifest writes the same bytes): arrays are ragged along axis 0 unless
+    named in `fixed`."""
+    schema = {}
+    for name, value in sorted(record.items()):
+        if name == "id":
+            continue
+        if isinstance(value, str):
+            schema[name] = FieldSpec("str", "str")
+        elif isinstance(value, (int, float, bool, np.integer, np.floating, np.bool_)):
+            schema[name] = FieldSpec("scalar", np.asarray(value).dtype.str)
+        elif isinstance(value, np.ndarray):
+            if name in fixed:
+                schema[name] = FieldSpec("fixed", value.dtype.str, tuple(value.shape))
+            else:
+                if value.ndim == 0:
+                    raise ShardError(f"field {name!r} is a 0-d array; store it as a scalar")
+                schema[name] = FieldSpec("ragged", value.dtype.str, tuple(value.shape[1:]))
+        else:
+            raise ShardError(f"field {name!r} has unsupported type {type(value).__name__}")
+    return schema
+
+
+FLUSH_BYTES = 8 << 20
+
+
+def _chunk_rows(tail: tuple[int, ...], itemsize: int) -> int:
+    row = max(1, int(np.prod(tail, dtype=np.int64)) * itemsize)
+    return max(1, CHUNK_BYTES // row)
+
+
+def fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ShardFileWriter:
+    """Stream records into a new shard file.
+
+    Arrays are appended in batches of about FLUSH_BYTES, so memory stays bounded whatever
+    the shard size; ids, scalars and offsets are kept until `close()`. The schema comes
+    from the first record unless given. Output bytes depend only on the records.
+    """
+
+    def __init__(self, path: str, attrs: dict, schema: dict[str, FieldSpec] | None = None,
+                 fixed=frozenset()):
+        self.path = path
+        self.schema = schema
+        self.fixed = frozenset(fixed)
+        self._attrs = attrs
+        self._f = h5py.File(path, "w", libver="v110")
+        self._ids: list[str] = []
+        self._small: dict[str, list] = {}
+        self._pending: dict[str, list] = {}
+        self._pending_bytes = 0
+        self._lengths: dict[str, list] = {}
+        self._created = False
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def _create(self) -> None:
+        comp = compression()
+        for name, spec in self.schema.items():
+            if spec.kind in ("ragged", "fixed"):
+                dtype = np.dtype(spec.dtype)
+                tail = spec.tail
+                self._f.create_dataset(f"data/{name}", shape=(0, *tail), maxshape=(None, *tail),
+                                       dtype=dtype, chunks=(_chunk_rows(tail, dtype.itemsize), *tail),
+                                       **comp)
+                self._pending[name] = []
+                self._lengths[name] = []
+            else:
+                self._small[name] = []
+        self._created = True
+
+    def append(self, record: dict) -> None:
+        if self.schema is None:
+            self.schema = infer_schema(record, self.fixed)
+        if not self._created:
+            self._create()
+        rid = str(record.get("id"))
+        if set(record) - {"id"} != set(self.schema):
+            raise ShardError(f"fields {sorted(set(record) - {'id'})} differ from the shard's "
+                             f"{sorted(self.schema)}", sample_id=rid)
+        for name, spec in self.schema.items():
+            value = record[name]
+            if spec.kind == "str":
+                self._small[name].append(str(value))
+                continue
+            if spec.kind == "scalar":
+                self._small[name].append(value)
+                continue
+            v = np.asarray(value)
+            got = v.shape[1:] if spec.kind == "ragged" else v.shape
+            if got != spec.tail or v.dtype != np.dtype(spec.dtype) or (spec.kind == "ragged" and v.ndim == 0):
+                raise ShardError(f"field {name!r} is {v.dtype}{list(v.shape)}, schema says "
+                                 f"{spec.dtype}{list(spec.tail)} ({spec.kind})", sample_id=rid)
+            self._pending[name].append(v)
+            self._lengths[name].append(len(v) if spec.kind == "ragged" else 1)
+            self._pending_bytes += v.nbytes
+        self._ids.append(rid)
+        if self._pending_bytes >= FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        for name, arrays in self._pending.items():
+            if not arrays:
+                continue
+            ds = self._f[f"data/{name}"]
+            data = np.concatenate(arrays) if self.schema[name].kind == "ragged" else np.stack(arrays)
+            start = ds.shape[0]
+            ds.resize(start + len(data), axis=0)
+            ds[start:] = data
+            arrays.clear()
+        self._pending_bytes = 0
+
+    def close(self) -> int:
+        """Finish the file (flush, fsync) and return its record count."""
+        self._flush()
+        f = self._f
+        n = len(self._ids)
+        schema = self.schema or {}
+        f.attrs["format"] = FORMAT
+        f.attrs["version"] = VERSION
+        f.attrs["n"] = n
+        f.attrs["schema"] = json.dumps({k: v.to_json() for k, v in schema.items()},
+                                       sort_keys=True)
+        for key, value in self._attrs.items():
+            f.attrs[key] = (value if isinstance(value, (str, int, float))
+                            else json.dumps(value, sort_keys=True))
+        f.create_dataset("meta/id", data=np.array(self._ids, dtype=object),
+                         dtype=h5py.string_dtype())
+        for name, spec in schema.items():
+            if spec.kind == "str":
+                f.create_dataset(f"data/{name}", data=np.array(self._small[name], dtype=object),
+                                 dtype=h5py.string_dtype())
+            elif spec.kind == "scalar":
+                f.create_dataset(f"data/{name}", data=np.array(self._small[name], dtype=spec.dtype))
+            elif spec.kind == "ragged":
+                index = np.zeros(n + 1, dtype=np.int64)
+                np.cumsum(self._lengths[name], out=index[1:])
+                f.create_dataset(f"index/{name}", data=index)
+        f.close()
+        fsync_file(self.path)
+        return n
+
+    def abort(self) -> None:
+        """Close and delete the unfinished file."""
+        try:
+            self._f.close()
+        finally:
+            os.unlink(self.path)
+
+
+def write_shard_file(path: str, records: list[dict], attrs: dict,
+                     schema: dict[str, FieldSpec] | None = None, fixed=frozenset()) -> dict:
+    """Write `records` to a new file at `path`; returns the schema used."""
+    w = ShardFileWriter(path, attrs, schema, fixed)
+    try:
+        for r in records:
+            w.append(r)
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+    return w.schema or {}
+
+
+class ShardFile:
+    """Read-only random access to one shard; indexes are loaded once at open."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self._f = h5py.File(path, "r", rdcc_nbytes=READ_CACHE_BYTES)
+        except OSError as e:
+            raise ShardError(f"cannot open shard: {e}", path=path) from None
+        try:
+            if self._f.attrs.get("format") != FORMAT:
+                raise ShardError("not an evpipe shard (format attribute)", path=path)
+            if int(self._f.attrs["version"]) != VERSION:
+                raise ShardError(f"shard version {self._f.attrs['version']} unsupported",
+                                 path=path)
+            self.n = int(self._f.attrs["n"])
+            self.schema = {k: FieldSpec.from_json(v)
+                           for k, v in json.loads(self._f.attrs["schema"]).items()}
+            self.ids = [s.decode() if isinstance(s, bytes) else s for s in self._f["meta/id"][:]]
+            self.index = {k: self._f[f"index/{k}"][:] for k, s in self.schema.items()
+                          if s.kind == "ragged"}
+            self._data = {k: self._f[f"data/{k}"] for k in self.schema}
+            self._small = {k: self._data[k][:] for k, s in self.schema.items()
+                           if s.kind in ("scalar", "str")}
+        except ShardError:
+            self._f.close()
+            raise
+        except (KeyError, ValueError, OSError) as e:
+            self._f.close()
+            raise ShardError(f"corrupt shard: {e}", path=path) from None
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self._f.attrs)
+
+    def read(self, i: int, fields=None) -> dict:
+        """Record i as a dict of NumPy arrays / scalars / strings, with its `id`."""
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        out = {"id": self.ids[i]}
+        for name in (fields or self.schema):
+            spec = self.schema[name]
+            if spec.kind == "ragged":
+                lo, hi = self.index[name][i], self.index[name][i + 1]
+                out[name] = self._data[name][lo:hi]
+            elif spec.kind == "fixed":
+                out[name] = self._data[name][i]
+            elif spec.kind == "str":
+                v = self._small[name][i]
+                out[name] = v.decode() if isinstance(v, bytes) else v
+            else:
+                out[name] = self._small[name][i].item()
+        return out
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
