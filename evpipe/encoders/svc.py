@@ -44,7 +44,7 @@ _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 @njit(cache=True, nogil=True)
 def _voxelize(points, lo, vsize, grid, max_points, max_voxels, keys, table, vkeys, sums, counts):
     """Hash voxelisation; `keys`, `table`, `vkeys`, `sums`, `counts` are reused scratch
-    buffers of at least N, 8N + 32, N, N*C and N entries.
+    buffers of at least N, 4N + 16, N, N*C and N entries.
 
     points float32 [N, C]; lo, vsize float32 [3] and grid int64 [3] in (z, y, x) order.
     """
@@ -63,14 +63,15 @@ def _voxelize(points, lo, vsize, grid, max_points, max_voxels, keys, table, vkey
             valid += 1
         else:
             keys[i] = -1
-    # Pass 2: open addressing, (key, voxel) pairs side by side, load factor <= 1/2.
+    # Pass 2: open addressing over voxel numbers (int32, load factor <= 1/2); keys are
+    # compared through vkeys. Both arrays stay cache-resident for a KITTI scan.
     bits = 4
     while (1 << bits) < 2 * valid:
         bits += 1
     mask = (1 << bits) - 1
     shift = np.uint64(64 - bits)
     for s in range(1 << bits):
-        table[2 * s] = -1
+        table[s] = -1
     limit = min(valid, max_voxels)
     m = 0
     last_key = -1
@@ -84,20 +85,19 @@ def _voxelize(points, lo, vsize, grid, max_points, max_voxels, keys, table, vkey
             slot = np.int64((np.uint64(key) * _HASH_MUL) >> shift)
             v = -1
             while True:
-                k = table[2 * slot]
-                if k == key:
-                    v = table[2 * slot + 1]
-                    break
-                if k == -1:
+                t = table[slot]
+                if t == -1:
                     if m < limit:
-                        table[2 * slot] = key
-                        table[2 * slot + 1] = m
+                        table[slot] = m
                         vkeys[m] = key
                         counts[m] = 0
                         for j in range(c):
                             sums[m * c + j] = 0
                         v = m
                         m += 1
+                    break
+                if vkeys[t] == key:
+                    v = t
                     break
                 slot = (slot + 1) & mask
             last_key = key
@@ -140,7 +140,7 @@ def _buffers(n: int, c: int) -> tuple[np.ndarray, ...]:
 
 def _new_buffers(n: int, c: int) -> tuple[np.ndarray, ...]:
     n = max(n, 1)
-    return (np.empty(n, np.int64), np.empty(8 * n + 32, np.int64), np.empty(n, np.int64),
+    return (np.empty(n, np.int64), np.empty(4 * n + 16, np.int32), np.empty(n, np.int64),
             np.empty(n * c, np.float32), np.empty(n, np.int32))
 
 
