@@ -46,9 +46,11 @@ def _add_param_flags(parser: argparse.ArgumentParser, registry, what: str) -> di
                 kw["action"] = argparse.BooleanOptionalAction
             else:
                 kw["type"] = typ if typ in (int, float, str) else str
-            seen[f.name] = group.add_argument(_flag(f.name), **kw)
+            if "nargs" not in kw and "action" not in kw:
+                kw["metavar"] = {int: "N", float: "X"}.get(kw["type"], "NAME")
+            seen[f.name] = group.add_argument(_flag(f.name), help=f.metadata.get("help", ""), **kw)
     for fname, action in seen.items():
-        action.help = f"({', '.join(sorted(owners[fname]))})"
+        action.help = f"{action.help} ({', '.join(sorted(owners[fname]))})".strip()
     return owners
 
 
@@ -112,7 +114,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     c.add_argument("dataset", choices=DATASETS.names())
     c.add_argument("--to", required=True, choices=ENCODINGS.names(), help="encoding")
     c.add_argument("--root", help="local copy of the dataset (default: bundled sample, if any)")
-    c.add_argument("--split", default="train")
+    c.add_argument("--split", default="train", help="split name; " + "; ".join(
+        f"{n}: {', '.join(DATASETS.get(n).splits)}" for n in DATASETS.names()))
     c.add_argument("--out", help="output folder (default: shards/<dataset>-<encoding>-<split>)")
     c.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     c.add_argument("--limit", type=int, help="convert only the first N samples")

@@ -112,13 +112,14 @@ def run_shard(task: ShardTask, built=None, progress=None) -> dict:
             "skipped": skipped, "stats": stats, "sha256": sha256_file(task.tmp)}
 
 
-def conversion_key(job: Job, loader, items: list) -> str:
+def conversion_key(job: Job, loader, items: list, samples_per_shard: int) -> str:
     """SHA-256 over the source listing (path, size, mtime), the encoding and its
-    parameters, the loader options and the shard format version."""
+    parameters, the loader options, the shard size and the shard format version."""
     h = hashlib.sha256()
     h.update(json.dumps({"dataset": job.dataset, "split": job.split,
                          "loader": job.loader_options, "encoding": job.encoding,
-                         "params": job.params, "format": VERSION}, sort_keys=True).encode())
+                         "params": job.params, "format": VERSION,
+                         "samples_per_shard": samples_per_shard}, sort_keys=True).encode())
     for item in items:
         for path in loader.source_files(item):
             try:
@@ -186,7 +187,7 @@ def convert(dataset: str, encoding: str, *, root: str | os.PathLike, out: str | 
     if limit is not None:
         items = items[:limit]
     writer = ShardWriter(
-        out, dataset=dataset, split=split, key=conversion_key(job, loader, items),
+        out, dataset=dataset, split=split, key=conversion_key(job, loader, items, samples_per_shard),
         encoding={"name": encoding, "params": manifest_params(encoder)},
         samples_per_shard=samples_per_shard, fixed=spec.fixed,
         extra={"loader": loader.describe(), "source_items": len(items),

@@ -15,7 +15,7 @@ open-addressing hash over the occupied voxels is O(N) in the points and cache-re
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -219,12 +219,15 @@ def spike_counts(feats: np.ndarray, point_range=KITTI_POINT_RANGE, levels: int =
 class SVCParams:
     """Parameters of the `svc` encoding as stored in the manifest."""
 
-    voxel_size: tuple[float, float, float] = KITTI_VOXEL_SIZE
-    point_range: tuple[float, ...] = KITTI_POINT_RANGE
-    max_points_per_voxel: int = 5
-    max_voxels: int | None = None
-    levels: int = 4
-    store: str = "both"
+    voxel_size: tuple[float, float, float] = field(
+        default=KITTI_VOXEL_SIZE, metadata={"help": "voxel edge x y z, metres"})
+    point_range: tuple[float, ...] = field(
+        default=KITTI_POINT_RANGE, metadata={"help": "x_min y_min z_min x_max y_max z_max, metres"})
+    max_points_per_voxel: int = field(default=5, metadata={"help": "points averaged per voxel"})
+    max_voxels: int | None = field(
+        default=None, metadata={"help": "voxel cap; points opening voxel N+1 are dropped"})
+    levels: int = field(default=4, metadata={"help": "spike levels D: counts 0..D"})
+    store: str = field(default="both", metadata={"help": "both, feats or spikes"})
 
     def __post_init__(self):
         object.__setattr__(self, "voxel_size", tuple(float(v) for v in self.voxel_size))

@@ -85,7 +85,8 @@ def _chunk_rows(tail: tuple[int, ...], itemsize: int) -> int:
     return max(1, CHUNK_BYTES // row)
 
 
-def fsync_file(path: str) -> None:
+def fsync_path(path) -> None:
+    """fsync a file or a directory (after a rename into it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -201,7 +202,7 @@ class ShardFileWriter:
                 np.cumsum(self._lengths[name], out=index[1:])
                 f.create_dataset(f"index/{name}", data=index)
         f.close()
-        fsync_file(self.path)
+        fsync_path(self.path)
         return n
 
     def abort(self) -> None:

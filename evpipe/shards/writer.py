@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ShardError
-from .format import FORMAT, VERSION, FieldSpec, ShardFileWriter, write_shard_file
+from .format import FORMAT, VERSION, FieldSpec, ShardFileWriter, fsync_path, write_shard_file
 
 MANIFEST = "manifest.json"
 SET_FORMAT = "evpipe-shards"
@@ -29,14 +29,6 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
@@ -45,7 +37,7 @@ def write_json_atomic(path: Path, obj) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict:
@@ -174,7 +166,7 @@ class ShardWriter:
                                  f"{self.manifest['schema']}", path=tmp)
         path = self.shard_path(index)
         os.replace(tmp, path)
-        _fsync_dir(self.dir)
+        fsync_path(self.dir)
         info = {"file": path.name, "samples": int(samples), "bytes": path.stat().st_size,
                 "sha256": sha256 or sha256_file(path),
                 "sources": [int(sources[0]), int(sources[1])], "skipped": list(skipped),
