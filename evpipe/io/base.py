@@ -98,17 +98,21 @@ class EventReader:
     def byte_blocks(self, start: int, end: int | None = None, align: int = 1
                     ) -> Iterator[tuple[int, np.ndarray]]:
         """(file offset, uint8 block) pairs covering [start, end), each a multiple of `align`
-        bytes except possibly the last (a truncated tail, for the decoder to report)."""
+        bytes except possibly the last (a truncated tail, for the decoder to report).
+
+        Blocks are views of one reused buffer: decode each before asking for the next.
+        """
         end = self.file_size if end is None else min(end, self.file_size)
         size = max(align, self.block_bytes - self.block_bytes % align)
+        buf = np.empty(min(size, max(end - start, 0)), np.uint8)
         pos = start
+        self._f.seek(pos)
         while pos < end:
-            self._f.seek(pos)
-            data = self._f.read(min(size, end - pos))
-            if not data:
+            n = self._f.readinto(memoryview(buf)[:min(len(buf), end - pos)])
+            if not n:
                 break
-            yield pos, np.frombuffer(data, dtype=np.uint8)
-            pos += len(data)
+            yield pos, buf[:n]
+            pos += n
 
     # -- public API -----------------------------------------------------------------------
     def read(self) -> np.ndarray:
