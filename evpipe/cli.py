@@ -134,7 +134,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                                           help=f"({name}) {help_}", **kw)
     owners = _add_param_flags(c, ENCODINGS, "encoding")
 
-    i = sub.add_parser("info", help="summarise a shard set or shard file")
+    i = sub.add_parser("info", help="summarise a shard set, a shard file or an event file")
     i.add_argument("path")
     return p, owners
 
