@@ -248,12 +248,19 @@ def detect_format(path: str | os.PathLike) -> str:
                       f"name one of: {', '.join(FORMATS.names())}", path=path, offset=0)
 
 
-def open_events(path: str | os.PathLike, format: str | None = None,
-                sensor_size=None) -> EventReader:
+def open_events(path: str | os.PathLike, format: str | None = None, sensor_size=None,
+                **options) -> EventReader:
     """Open an event file for reading; `format` overrides detection, `sensor_size`
-    overrides (or supplies) the geometry."""
+    overrides (or supplies) the geometry, `options` go to the format's reader (e.g.
+    `chip=` for aedat2)."""
     name = format or detect_format(path)
-    return FORMATS.get(name)(path, sensor_size=sensor_size)
+    cls = FORMATS.get(name)
+    try:
+        return cls(path, sensor_size=sensor_size, **options)
+    except TypeError as e:
+        if options and "unexpected keyword" in str(e):
+            raise ConfigError(f"format {name!r} takes no option {sorted(options)}") from None
+        raise
 
 
 def read_events(path: str | os.PathLike, format: str | None = None) -> np.ndarray:
