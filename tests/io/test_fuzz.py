@@ -8,20 +8,47 @@ from pathlib import Path
 
 import pytest
 
+from evpipe.io import write_events
 from tests.conftest import REPO
+from tests.io import aedat_fixtures as fx
 
 CASES = 160
 TIMEOUT_S = 240
 
-# (format, file under ../shared/data, or None for a file the test generates)
+
+def _aedat2(path):
+    ev = fx.random_events(3000, 346, 260, seed=1)
+    fx.write_aedat2(path, ev, "DAVIS346B", imu_words=70)
+
+
+def _aedat3(path):
+    ev = fx.random_events(3000, 128, 128, seed=2)
+    fx.write_aedat31(path, ev, extra_packets=[(1, fx.imu6_packet(ev["t"][:5]))],
+                     packet_events=500)
+
+
+def _h5(path):
+    write_events(path, fx.random_events(3000, 304, 240, seed=3), "h5", (304, 240))
+
+
+# (format, real file under ../shared/data or a function writing a generated one, whether
+# some mutants must be rejected: headerless formats read any bytes as events)
 TARGETS = [
-    ("dat", "prophesee_dat/NCARS_obj_004397_td.dat"),
+    ("dat", "prophesee_dat/NCARS_obj_004397_td.dat", True),
+    ("nmnist", "nmnist_bin/tonic_sample_nmnist.bin", False),
+    ("aedat2", _aedat2, True),
+    ("aedat3", _aedat3, True),
+    ("h5", _h5, True),
 ]
 
 
-@pytest.mark.parametrize("fmt,rel", TARGETS, ids=[t[0] for t in TARGETS])
-def test_fuzz_format(fmt, rel, data_dir, tmp_path):
-    src = data_dir / rel
+@pytest.mark.parametrize("fmt,source,rejects", TARGETS, ids=[t[0] for t in TARGETS])
+def test_fuzz_format(fmt, source, rejects, data_dir, tmp_path):
+    if callable(source):
+        src = tmp_path / f"source.{fmt}"
+        source(src)
+    else:
+        src = data_dir / source
     proc = subprocess.run([sys.executable, "-m", "tests.io.fuzz_worker", fmt, str(src), "1234",
                            str(CASES), str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                           timeout=TIMEOUT_S)
@@ -33,4 +60,4 @@ def test_fuzz_format(fmt, rel, data_dir, tmp_path):
     assert len(outcomes) == CASES
     # Both branches are exercised: some mutants read, some are rejected.
     assert any(o.startswith("read") for o in outcomes)
-    assert any(not o.startswith("read") for o in outcomes)
+    assert any(not o.startswith("read") for o in outcomes) == rejects
