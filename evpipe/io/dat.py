@@ -139,6 +139,22 @@ class DatReader(EventReader):
         return out[:i]
 
 
+def dat_header(sensor_size: SensorSize, time_base: int = 0) -> bytes:
+    """Header lines plus the type/size bytes of a DAT v2 EventCD file."""
+    return (f"% Data file containing EventCD events.\n% Version 2\n"
+            f"% Height {sensor_size.height}\n% Width {sensor_size.width}\n"
+            + (f"% evpipe_time_base_us {time_base}\n" if time_base else "")).encode() + bytes([12, 8])
+
+
+def dat_records(events: np.ndarray) -> bytes:
+    """8-byte records of `events`, timestamps modulo 2^32."""
+    words = np.empty((len(events), 2), "<u4")
+    words[:, 0] = events["t"] & 0xFFFFFFFF
+    words[:, 1] = (events["x"].astype(np.uint32) | (events["y"].astype(np.uint32) << 14)
+                   | (events["p"].astype(np.uint32) << 28))
+    return words.tobytes()
+
+
 @WRITERS.register("dat")
 def write_dat(path, events: np.ndarray, sensor_size: SensorSize) -> None:
     """DAT v2 with Height/Width lines and type 12 (EventCD). Timestamps are stored modulo
@@ -149,14 +165,6 @@ def write_dat(path, events: np.ndarray, sensor_size: SensorSize) -> None:
         raise ConfigError("consecutive timestamps 2^31 us or more apart do not fit DAT's "
                           "32-bit clock")
     base = int(t[0]) - int(t[0]) % (1 << 32) if len(t) else 0
-    header = (f"% Data file containing EventCD events.\n% Version 2\n"
-              f"% Height {sensor_size.height}\n% Width {sensor_size.width}\n"
-              + (f"% evpipe_time_base_us {base}\n" if base else "")).encode()
-    words = np.empty((len(events), 2), "<u4")
-    words[:, 0] = events["t"] & 0xFFFFFFFF
-    words[:, 1] = (events["x"].astype(np.uint32) | (events["y"].astype(np.uint32) << 14)
-                   | (events["p"].astype(np.uint32) << 28))
     with open(path, "wb") as f:
-        f.write(header)
-        f.write(bytes([12, 8]))
-        f.write(words.tobytes())
+        f.write(dat_header(sensor_size, base))
+        f.write(dat_records(events))
