@@ -65,7 +65,8 @@ class DatReader(EventReader):
         if head.startswith(b"% Data file containing"):
             return 2
         text = head[:4096]
-        if head.startswith(b"% ") and b"% evt " not in text and b"% format " not in text:
+        raw_keys = (b"% evt ", b"% format ", b"% plugin_name ", b"% system_ID ")
+        if head.startswith(b"% ") and not any(k in text for k in raw_keys):
             return 1
         return 0
 
