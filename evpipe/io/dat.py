@@ -4,6 +4,7 @@ Header: '% ' text lines, then (only if there was a header) one byte event type a
 byte event size. Records are 8 bytes LE: uint32 ts (us), uint32 w with x = bits 0-13,
 y = bits 14-27 and polarity from the 4-bit field bits 28-31, of which the Prophesee
 toolbox keeps bit 28 (prophesee-automotive-dataset-toolbox src/io/dat_events_tools.py).
+`read()` decodes on all Numba threads (NUMBA_NUM_THREADS); chunked reads use one.
 The 32-bit timestamp wraps every 2^32 us: consecutive timestamps are taken to differ
 by less than 2^31 us, so a drop of more than 2^31 counts as a wrap (Gen1 timestamps
 jitter backwards by small amounts, which are kept as they are). Files written by evpipe
@@ -15,7 +16,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from numba import njit
+from numba import get_num_threads, njit, prange
 
 from ..errors import ConfigError
 from ..events import EVENT_DTYPE, SensorSize
@@ -50,6 +51,60 @@ def _decode(words, out, state):
         e.p = (w >> 28) & 1
     state[0] = base
     state[1] = last
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _decode_parallel(words, out, state, n_segments):
+    """`_decode` on n_segments threads: each segment unwraps relative to its own start,
+    then segment offsets are chained from the boundary timestamps and added."""
+    n = out.shape[0]
+    seg = np.zeros((n_segments, 3), np.int64)  # first ts, last ts, wrap base at the end
+    for s in prange(n_segments):
+        lo = s * n // n_segments
+        hi = (s + 1) * n // n_segments
+        base = 0
+        last = 0
+        for i in range(lo, hi):
+            ts = np.int64(words[2 * i])
+            w = words[2 * i + 1]
+            if i > lo:
+                if ts - last < -(1 << 31):
+                    base += 1 << 32
+                elif ts - last > (1 << 31):
+                    base -= 1 << 32
+            last = ts
+            e = out[i]
+            e.t = base + ts
+            e.x = w & 0x3FFF
+            e.y = (w >> 14) & 0x3FFF
+            e.p = (w >> 28) & 1
+        if hi > lo:
+            seg[s, 0] = np.int64(words[2 * lo])
+            seg[s, 1] = last
+            seg[s, 2] = base
+    offsets = np.zeros(n_segments, np.int64)
+    base = state[0]
+    last = state[1]
+    started = state[2]
+    for s in range(n_segments):
+        if s * n // n_segments == (s + 1) * n // n_segments:
+            continue
+        if started:
+            if seg[s, 0] - last < -(1 << 31):
+                base += 1 << 32
+            elif seg[s, 0] - last > (1 << 31):
+                base -= 1 << 32
+        started = 1
+        offsets[s] = base
+        base += seg[s, 2]
+        last = seg[s, 1]
+    for s in prange(n_segments):
+        if offsets[s] != 0:
+            for i in range(s * n // n_segments, (s + 1) * n // n_segments):
+                out[i].t += offsets[s]
+    state[0] = base
+    state[1] = last
+    state[2] = started
 
 
 @FORMATS.register("dat")
@@ -132,9 +187,13 @@ class DatReader(EventReader):
         state = self._state()
         end = self.data_offset + 8 * self.n_events
         i = 0
+        threads = get_num_threads()
         for _, buf in self.byte_blocks(self.data_offset, end, align=8):
             n = len(buf) // 8
-            _decode(buf.view("<u4"), out[i:i + n], state)
+            if threads > 1:
+                _decode_parallel(buf.view("<u4"), out[i:i + n], state, threads)
+            else:
+                _decode(buf.view("<u4"), out[i:i + n], state)
             i += n
         self._check_tail()
         return out[:i]

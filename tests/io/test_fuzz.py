@@ -32,10 +32,13 @@ def _h5(path):
 
 
 # (format, real file under ../shared/data or a function writing a generated one, whether
-# some mutants must be rejected: headerless formats read any bytes as events)
+# some mutants must be rejected: headerless formats read any bytes as events, and the
+# RAW decoders skip unknown words)
 TARGETS = [
     ("dat", "prophesee_dat/NCARS_obj_004397_td.dat", True),
     ("nmnist", "nmnist_bin/tonic_sample_nmnist.bin", False),
+    ("evt2", "prophesee_evt2/evt2_sparklers_old.raw", False),
+    ("evt3", "prophesee_evt3/evt3_pedestrians_small.raw", False),
     ("aedat2", _aedat2, True),
     ("aedat3", _aedat3, True),
     ("h5", _h5, True),
