@@ -52,12 +52,13 @@ def _expelliarmus(encoding):
 
 def _faery(path):
     import faery
-    return np.concatenate(list(faery.events_stream_from_file(path)))
+    return np.concatenate([p for track, p in faery.aedat.Decoder(str(path))
+                           if track.data_type == "events"])
 
 
 def _aedat(path):
     import aedat
-    parts = [p["events"] for p in aedat.Decoder(path) if "events" in p]
+    parts = [p["events"] for p in aedat.Decoder(str(path)) if "events" in p]
     return np.concatenate(parts)
 
 
@@ -80,8 +81,10 @@ def make_file(fmt: str, path: Path, ev: np.ndarray, size: SensorSize) -> None:
         from evpipe.io.evt import write_evt3
         write_evt3(path, ev, size)
     elif fmt == "aedat4":
-        from evpipe.io.aedat4 import write_aedat4_with_dv
-        write_aedat4_with_dv(path, ev, size)
+        import faery  # faery's encoder: LZ4 packets of 4096 events, as DV writes them
+        arr = np.empty(len(ev), dtype=faery.EVENTS_DTYPE)
+        arr["t"], arr["x"], arr["y"], arr["on"] = ev["t"], ev["x"], ev["y"], ev["p"] == 1
+        faery.events_stream_from_array(arr, dimensions=size).to_file(str(path))
     else:
         raise ValueError(fmt)
 

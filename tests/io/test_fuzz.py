@@ -39,6 +39,7 @@ TARGETS = [
     ("nmnist", "nmnist_bin/tonic_sample_nmnist.bin", False),
     ("evt2", "prophesee_evt2/evt2_sparklers_old.raw", False),
     ("evt3", "prophesee_evt3/evt3_pedestrians_small.raw", False),
+    ("aedat4", "aedat4/tonic_sample.aedat4", True),
     ("aedat2", _aedat2, True),
     ("aedat3", _aedat3, True),
     ("h5", _h5, True),
