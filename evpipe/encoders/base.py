@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..errors import ConfigError
 from ..registry import Registry
 
-ENCODINGS: Registry["Encoding"] = Registry("encoding", modules=("evpipe.encoders.svc",))
+ENCODINGS: Registry["Encoding"] = Registry("encoding", modules=(
+    "evpipe.encoders.svc", "evpipe.encoders.frames", "evpipe.encoders.voxel_grid",
+    "evpipe.encoders.stacked_histogram", "evpipe.encoders.time_surface",
+    "evpipe.encoders.event_cloud", "evpipe.encoders.poisson", "evpipe.encoders.raw"))
 
 # Raw-record field that carries each input kind; it is replaced by the encoded fields.
 INPUT_FIELD = {"points": "points", "events": "events", "spikes": "spikes"}
+# Raw-record fields passed to `encode` as keywords and not stored: the sensor geometry
+# (W, H) of event records.
+CONTEXT_FIELDS = ("sensor_size",)
 
 
 @dataclass(frozen=True)
@@ -19,7 +28,9 @@ class Encoding:
     """A registered encoding.
 
     `params` is a frozen dataclass whose constructor validates values (ConfigError) and
-    whose `encode(x)` maps one input array to record fields; `inputs` lists accepted
+    whose `encode(x, sensor_size=None, sample_id=None)` maps one input array to record
+    fields (random encoders seed from (params.seed, sample_id), so a sample's output does
+    not depend on the order or process it is converted in); `inputs` lists accepted
     input kinds; `fixed` names fields stored with a fixed shape.
     """
 
@@ -41,9 +52,17 @@ class Encoding:
 def encode_record(params, kind: str, raw: dict) -> dict:
     """Record with the input field of `kind` replaced by `params.encode(...)`'s fields."""
     field = INPUT_FIELD[kind]
-    out = {k: v for k, v in raw.items() if k != field}
-    out.update(params.encode(raw[field]))
+    context = {k: raw[k] for k in CONTEXT_FIELDS if k in raw}
+    out = {k: v for k, v in raw.items() if k != field and k not in CONTEXT_FIELDS}
+    out.update(params.encode(raw[field], sample_id=str(raw["id"]), **context))
     return out
+
+
+def sample_rng(seed: int, sample_id: str | None) -> np.random.Generator:
+    """Generator for one sample: from (seed, CRC-32 of the sample id), so equal inputs and
+    seed give equal bytes in any process and order."""
+    key = [int(seed)] + ([zlib.crc32(sample_id.encode())] if sample_id is not None else [])
+    return np.random.default_rng(key)
 
 
 def params_dict(params) -> dict:

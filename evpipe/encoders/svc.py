@@ -242,7 +242,7 @@ class SVCParams:
         if self.max_voxels is not None and self.max_voxels < 1:
             raise ConfigError(f"max_voxels must be >= 1 or None, got {self.max_voxels}")
 
-    def encode(self, points: np.ndarray) -> dict[str, np.ndarray]:
+    def encode(self, points: np.ndarray, sensor_size=None, sample_id=None) -> dict[str, np.ndarray]:
         """Record fields for one cloud: coords, feats and/or spikes, n_points."""
         r = svc(points, self.voxel_size, self.point_range, self.max_points_per_voxel,
                 self.max_voxels)

@@ -39,18 +39,29 @@ def compression() -> dict:
 @dataclass(frozen=True)
 class FieldSpec:
     """How one record field is stored: `ragged` (concatenated + index), `fixed` ([n, ...]),
-    `scalar` (number per record) or `str` (string per record)."""
+    `scalar` (number per record) or `str` (string per record). `dtype` is a NumPy type
+    string, or a list of (name, type) pairs for structured arrays such as events."""
 
     kind: str
-    dtype: str
+    dtype: str | tuple
     tail: tuple[int, ...] = ()
 
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype if isinstance(self.dtype, str) else list(self.dtype))
+
     def to_json(self) -> dict:
-        return {"kind": self.kind, "dtype": self.dtype, "tail": list(self.tail)}
+        dtype = self.dtype if isinstance(self.dtype, str) else [list(f) for f in self.dtype]
+        return {"kind": self.kind, "dtype": dtype, "tail": list(self.tail)}
 
     @staticmethod
     def from_json(d: dict) -> "FieldSpec":
-        return FieldSpec(d["kind"], d["dtype"], tuple(d["tail"]))
+        dtype = d["dtype"] if isinstance(d["dtype"], str) else tuple(tuple(f) for f in d["dtype"])
+        return FieldSpec(d["kind"], dtype, tuple(d["tail"]))
+
+
+def _dtype_spec(dtype: np.dtype) -> str | tuple:
+    return dtype.str if dtype.names is None else tuple(tuple(f) for f in dtype.descr)
 
 
 def infer_schema(record: dict, fixed: frozenset[str]) -> dict[str, FieldSpec]:
@@ -64,14 +75,14 @@ def infer_schema(record: dict, fixed: frozenset[str]) -> dict[str, FieldSpec]:
         if isinstance(value, str):
             schema[name] = FieldSpec("str", "str")
         elif isinstance(value, (int, float, bool, np.integer, np.floating, np.bool_)):
-            schema[name] = FieldSpec("scalar", np.asarray(value).dtype.str)
+            schema[name] = FieldSpec("scalar", _dtype_spec(np.asarray(value).dtype))
         elif isinstance(value, np.ndarray):
             if name in fixed:
-                schema[name] = FieldSpec("fixed", value.dtype.str, tuple(value.shape))
+                schema[name] = FieldSpec("fixed", _dtype_spec(value.dtype), tuple(value.shape))
             else:
                 if value.ndim == 0:
                     raise ShardError(f"field {name!r} is a 0-d array; store it as a scalar")
-                schema[name] = FieldSpec("ragged", value.dtype.str, tuple(value.shape[1:]))
+                schema[name] = FieldSpec("ragged", _dtype_spec(value.dtype), tuple(value.shape[1:]))
         else:
             raise ShardError(f"field {name!r} has unsupported type {type(value).__name__}")
     return schema
@@ -123,7 +134,7 @@ class ShardFileWriter:
         comp = compression()
         for name, spec in self.schema.items():
             if spec.kind in ("ragged", "fixed"):
-                dtype = np.dtype(spec.dtype)
+                dtype = spec.np_dtype
                 tail = spec.tail
                 self._f.create_dataset(f"data/{name}", shape=(0, *tail), maxshape=(None, *tail),
                                        dtype=dtype, chunks=(_chunk_rows(tail, dtype.itemsize), *tail),
@@ -153,7 +164,7 @@ class ShardFileWriter:
                 continue
             v = np.asarray(value)
             got = v.shape[1:] if spec.kind == "ragged" else v.shape
-            if got != spec.tail or v.dtype != np.dtype(spec.dtype) or (spec.kind == "ragged" and v.ndim == 0):
+            if got != spec.tail or v.dtype != spec.np_dtype or (spec.kind == "ragged" and v.ndim == 0):
                 raise ShardError(f"field {name!r} is {v.dtype}{list(v.shape)}, schema says "
                                  f"{spec.dtype}{list(spec.tail)} ({spec.kind})", sample_id=rid)
             self._pending[name].append(v)
@@ -196,7 +207,7 @@ class ShardFileWriter:
                 f.create_dataset(f"data/{name}", data=np.array(self._small[name], dtype=object),
                                  dtype=h5py.string_dtype())
             elif spec.kind == "scalar":
-                f.create_dataset(f"data/{name}", data=np.array(self._small[name], dtype=spec.dtype))
+                f.create_dataset(f"data/{name}", data=np.array(self._small[name], dtype=spec.np_dtype))
             elif spec.kind == "ragged":
                 index = np.zeros(n + 1, dtype=np.int64)
                 np.cumsum(self._lengths[name], out=index[1:])

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from evpipe.errors import ShardError
+from evpipe.events import EVENT_DTYPE, make_events
 from evpipe.shards import (ShardDataset, ShardSampler, ShardWriter, SparseVoxelCollate,
                            read_manifest, sha256_file, to_sparse_tensor)
 
@@ -24,7 +25,9 @@ def make_records(n, seed=0):
                     "feats": rng.normal(size=(m, 4)).astype(np.float32),
                     "frame": rng.integers(0, 9, (2, 3, 4)).astype(np.uint8),
                     "label": int(rng.integers(0, 5)), "score": float(rng.normal()),
-                    "name": f"obj-{i}"})
+                    "name": f"obj-{i}", "events": make_events(
+                        np.cumsum(rng.integers(0, 9, m)), rng.integers(0, 64, m),
+                        rng.integers(0, 48, m), rng.integers(0, 2, m))})
     return out
 
 
@@ -52,6 +55,7 @@ def test_round_trip_every_field(tmp_path):
     assert m["complete"] and m["total_samples"] == 11
     assert [s["samples"] for s in m["shards"]] == [4, 4, 3]
     assert m["schema"]["frame"]["kind"] == "fixed" and m["schema"]["coords"]["kind"] == "ragged"
+    assert m["schema"]["events"]["dtype"] == [list(f) for f in EVENT_DTYPE.descr]
     ds = ShardDataset(tmp_path / "s")
     assert len(ds) == 11 and ds.shard_sizes == [4, 4, 3]
     for i, r in enumerate(recs):
