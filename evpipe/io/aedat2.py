@@ -38,6 +38,7 @@ from numba import njit
 from ..errors import ConfigError
 from ..events import EVENT_DTYPE, SensorSize
 from .base import FORMATS, HEADER_LIMIT, EventReader
+from .kernels import unwrap32
 
 DVS128, DAVIS = 0, 1  # address layouts
 IMU_WORDS = 7  # words per IMU6 sample (ax, ay, az, temp, gx, gy, gz)
@@ -119,10 +120,7 @@ def _decode(buf, rec, layout, width, height, flip_x, flip_y, out, state, counts)
         ts = np.int64((np.uint32(buf[j]) << 24) | (np.uint32(buf[j + 1]) << 16)
                       | (np.uint32(buf[j + 2]) << 8) | np.uint32(buf[j + 3]))
         if state[2]:
-            if ts - last < -(1 << 31):
-                base += 1 << 32
-            elif ts - last > (1 << 31):
-                base -= 1 << 32
+            base = unwrap32(ts, last, base)
         state[2] = 1
         last = ts
         if layout == DVS128:

@@ -21,6 +21,7 @@ from numba import get_num_threads, njit, prange
 from ..errors import ConfigError
 from ..events import EVENT_DTYPE, SensorSize
 from .base import FORMATS, WRITERS, EventReader, parse_percent_header
+from .kernels import unwrap32
 
 EVENT_TYPES = {0: "Event2d", 12: "EventCD"}
 DEFAULT_GEOMETRY = SensorSize(304, 240)  # ATIS / Gen1, when the header has none
@@ -38,10 +39,7 @@ def _decode(words, out, state):
         ts = np.int64(words[2 * i])
         w = words[2 * i + 1]
         if state[2]:
-            if ts - last < -(1 << 31):
-                base += 1 << 32
-            elif ts - last > (1 << 31):
-                base -= 1 << 32
+            base = unwrap32(ts, last, base)
         state[2] = 1
         last = ts
         e = out[i]
@@ -68,10 +66,7 @@ def _decode_parallel(words, out, state, n_segments):
             ts = np.int64(words[2 * i])
             w = words[2 * i + 1]
             if i > lo:
-                if ts - last < -(1 << 31):
-                    base += 1 << 32
-                elif ts - last > (1 << 31):
-                    base -= 1 << 32
+                base = unwrap32(ts, last, base)
             last = ts
             e = out[i]
             e.t = base + ts
@@ -90,10 +85,7 @@ def _decode_parallel(words, out, state, n_segments):
         if s * n // n_segments == (s + 1) * n // n_segments:
             continue
         if started:
-            if seg[s, 0] - last < -(1 << 31):
-                base += 1 << 32
-            elif seg[s, 0] - last > (1 << 31):
-                base -= 1 << 32
+            base = unwrap32(seg[s, 0], last, base)
         started = 1
         offsets[s] = base
         base += seg[s, 2]
