@@ -78,7 +78,8 @@ def run_shard(task: ShardTask, built=None, progress=None) -> dict:
     """Load, encode and write one shard; returns what the driver commits.
 
     An input error stops the shard (the file is removed) unless `skip_bad`, in which case
-    the sample is listed in `skipped`. `progress(n)` is called per source item.
+    the source item is listed in `skipped` (with the number of its records written before
+    the error, for items that give several). `progress(n)` is called per source item.
     """
     loader, params = built or _worker_state["built"]
     if progress is None:
@@ -90,18 +91,21 @@ def run_shard(task: ShardTask, built=None, progress=None) -> dict:
     skipped, stats = [], {}
     try:
         for item in task.items:
+            written = 0
             try:
-                record = encode_record(params, loader.kind, loader.load(item))
+                for raw in loader.records(item):
+                    record = encode_record(params, loader.kind, raw)
+                    writer.append(record)
+                    written += 1
+                    for k, v in _record_stats(params, record).items():
+                        stats[k] = stats.get(k, 0) + v
             except EvpipeError as e:
                 if e.sample_id is None:
                     e.sample_id = loader.item_id(item)
                 if not task.skip_bad:
                     raise
-                skipped.append({"id": loader.item_id(item), "error": str(e)})
-            else:
-                writer.append(record)
-                for k, v in _record_stats(params, record).items():
-                    stats[k] = stats.get(k, 0) + v
+                skipped.append({"id": loader.item_id(item), "error": str(e)}
+                               | ({"records_kept": written} if written else {}))
             progress(1)
         n = writer.close()
     except BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..registry import Registry
@@ -13,10 +14,12 @@ DATASETS: Registry[type["Loader"]] = Registry("dataset", modules=("evpipe.loader
 class Loader:
     """Walks a local copy of a dataset and yields raw records.
 
-    `items()` lists picklable source descriptors in a fixed order (one per sample);
-    `load(item)` reads one into a raw record: a dict with `id`, the input array under the
-    loader's `kind` ("points", "events" or "spikes") and label fields. `source_files(item)`
-    names the files a record comes from, for cache keys.
+    `items()` lists picklable source descriptors in a fixed order; `records(item)` yields
+    the raw records of one item (one for a scan or a trial; many for a long recording cut
+    into windows, streamed in bounded memory): dicts with `id`, the input array under the
+    loader's `kind` ("points", "events" or "spikes"), label fields and, for events,
+    `sensor_size`. Single-record loaders implement `load(item)` instead.
+    `source_files(item)` names the files an item comes from, for cache keys.
     """
 
     name = ""
@@ -36,6 +39,9 @@ class Loader:
 
     def load(self, item) -> dict:
         raise NotImplementedError
+
+    def records(self, item) -> Iterator[dict]:
+        yield self.load(item)
 
     def source_files(self, item) -> list[Path]:
         raise NotImplementedError
