@@ -103,6 +103,20 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_view(args) -> int:
+    from .view import view
+    # Flags the view's own options took over (e.g. --window-us) have no param_ attribute.
+    owners = {f: names for f, names in args.view_owners.items() if hasattr(args, f"param_{f}")}
+    params = _collect_params(args, owners, args.encoding) if args.encoding else {}
+    if not args.encoding and any(getattr(args, f"param_{f}") is not None for f in owners):
+        raise ConfigError("encoding parameters need --encoding")
+    out = view(args.input, args.out, args.encoding, params, sample=args.sample,
+               t_start_us=args.t_start_us, window_us=args.window_us, n_events=args.n_events,
+               color_by=args.color_by)
+    print(out)
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     from .encoders import ENCODINGS
     from .loaders import DATASETS
@@ -136,6 +150,29 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
     i = sub.add_parser("info", help="summarise a shard set, a shard file or an event file")
     i.add_argument("path")
+
+    # "resolve": the view's own flags, added after the encoding parameters, take over
+    # parameter flags of the same name (event_cloud's --window-us: here the window is picked
+    # from the file and drawn as one cloud).
+    v = sub.add_parser("view", conflict_handler="resolve",
+                       help="draw an event window, a KITTI scan or a stored sample as a PNG")
+    view_owners = _add_param_flags(v, ENCODINGS, "encoding")
+    v.add_argument("input", help="event file, KITTI velodyne .bin scan, shard set folder or "
+                                 "shard .h5 file")
+    v.add_argument("--encoding", choices=ENCODINGS.names(),
+                   help="encoding to draw (default: a shard set's own; events for event "
+                        "files; svc for scans)")
+    v.add_argument("--out", required=True, help="picture to write (.png, .svg or .pdf)")
+    v.add_argument("--sample", type=int, default=0, help="shard sample number (default 0)")
+    w = v.add_argument_group("event file window (default: the first 50 ms)")
+    w.add_argument("--t-start-us", type=int, metavar="N",
+                   help="window start, microseconds after the first event (default 0)")
+    size = w.add_mutually_exclusive_group()
+    size.add_argument("--window-us", type=int, metavar="N", help="window length, microseconds")
+    size.add_argument("--n-events", type=int, metavar="N", help="window length, events")
+    v.add_argument("--color-by", choices=("height", "count"), default="height",
+                   help="svc bird's-eye view colour: voxel height or spike count")
+    v.set_defaults(view_owners=view_owners)
     return p, owners
 
 
@@ -147,6 +184,8 @@ def main(argv=None) -> int:
             return _cmd_convert(args, owners)
         if args.command == "info":
             return _cmd_info(args)
+        if args.command == "view":
+            return _cmd_view(args)
     except EvpipeError as e:
         print(f"evpipe: error: {e}", file=sys.stderr)
         return 1
