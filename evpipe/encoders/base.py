@@ -58,6 +58,20 @@ def encode_record(params, kind: str, raw: dict) -> dict:
     return out
 
 
+def as_generator(seed) -> np.random.Generator:
+    """A Generator from an int (or SeedSequence), a Generator (used as is), or None (fresh
+    OS entropy: not reproducible)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, (bool, float)):
+        raise ConfigError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"seed must be a non-negative int, a numpy Generator or None, "
+                          f"got {seed!r} ({e})") from None
+
+
 def sample_rng(seed: int, sample_id: str | None) -> np.random.Generator:
     """Generator for one sample: from (seed, CRC-32 of the sample id), so equal inputs and
     seed give equal bytes in any process and order."""

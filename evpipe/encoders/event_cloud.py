@@ -40,8 +40,7 @@ from numba import njit
 
 from ..errors import ConfigError
 from ..events import as_sensor_size
-from .base import ENCODINGS, Encoding, sample_rng
-from .poisson import as_generator
+from .base import ENCODINGS, Encoding, as_generator, sample_rng
 
 MODES = ("abs", "shift", "split")
 STD_SCOPES = ("window", "axis")

@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from ..errors import ConfigError
 from ..events import as_sensor_size
-from .base import ENCODINGS, Encoding, sample_rng
+from .base import ENCODINGS, Encoding, as_generator, sample_rng
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -102,20 +102,6 @@ def _bernoulli(q, steps, key, out):
                 j += 1
                 if j == n:
                     j = 0
-
-
-def as_generator(seed) -> np.random.Generator:
-    """A Generator from an int (or SeedSequence), a Generator (used as is), or None (fresh
-    OS entropy: not reproducible)."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, (bool, float)):
-        raise ConfigError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
-    try:
-        return np.random.default_rng(seed)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"seed must be a non-negative int, a numpy Generator or None, "
-                          f"got {seed!r} ({e})") from None
 
 
 def poisson(x, T: int, seed=None, gain: float = 1.0, offset: float = 0.0,
