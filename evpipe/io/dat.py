@@ -4,7 +4,8 @@ Header: '% ' text lines, then (only if there was a header) one byte event type a
 byte event size. Records are 8 bytes LE: uint32 ts (us), uint32 w with x = bits 0-13,
 y = bits 14-27 and polarity from the 4-bit field bits 28-31, of which the Prophesee
 toolbox keeps bit 28 (prophesee-automotive-dataset-toolbox src/io/dat_events_tools.py).
-`read()` decodes on all Numba threads (NUMBA_NUM_THREADS); chunked reads use one.
+`read()` decodes on as many threads as Numba uses (NUMBA_NUM_THREADS); chunked reads
+use one.
 The 32-bit timestamp wraps every 2^32 us: consecutive timestamps are taken to differ
 by less than 2^31 us, so a drop of more than 2^31 counts as a wrap (Gen1 timestamps
 jitter backwards by small amounts, which are kept as they are). Files written by evpipe
@@ -13,10 +14,12 @@ may carry `% evpipe_time_base_us N`, added to every timestamp (other readers ign
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit
 
 from ..errors import ConfigError
 from ..events import EVENT_DTYPE, SensorSize
@@ -25,6 +28,7 @@ from .kernels import unwrap32
 
 EVENT_TYPES = {0: "Event2d", 12: "EventCD"}
 DEFAULT_GEOMETRY = SensorSize(304, 240)  # ATIS / Gen1, when the header has none
+PARALLEL_MIN_EVENTS = 1 << 18  # per thread, for read()
 
 
 @njit(cache=True, nogil=True)
@@ -51,54 +55,6 @@ def _decode(words, out, state):
     state[1] = last
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _decode_parallel(words, out, state, n_segments):
-    """`_decode` on n_segments threads: each segment unwraps relative to its own start,
-    then segment offsets are chained from the boundary timestamps and added."""
-    n = out.shape[0]
-    seg = np.zeros((n_segments, 3), np.int64)  # first ts, last ts, wrap base at the end
-    for s in prange(n_segments):
-        lo = s * n // n_segments
-        hi = (s + 1) * n // n_segments
-        base = 0
-        last = 0
-        for i in range(lo, hi):
-            ts = np.int64(words[2 * i])
-            w = words[2 * i + 1]
-            if i > lo:
-                base = unwrap32(ts, last, base)
-            last = ts
-            e = out[i]
-            e.t = base + ts
-            e.x = w & 0x3FFF
-            e.y = (w >> 14) & 0x3FFF
-            e.p = (w >> 28) & 1
-        if hi > lo:
-            seg[s, 0] = np.int64(words[2 * lo])
-            seg[s, 1] = last
-            seg[s, 2] = base
-    offsets = np.zeros(n_segments, np.int64)
-    base = state[0]
-    last = state[1]
-    started = state[2]
-    for s in range(n_segments):
-        if s * n // n_segments == (s + 1) * n // n_segments:
-            continue
-        if started:
-            base = unwrap32(seg[s, 0], last, base)
-        started = 1
-        offsets[s] = base
-        base += seg[s, 2]
-        last = seg[s, 1]
-    for s in prange(n_segments):
-        if offsets[s] != 0:
-            for i in range(s * n // n_segments, (s + 1) * n // n_segments):
-                out[i].t += offsets[s]
-    state[0] = base
-    state[1] = last
-    state[2] = started
-
-
 @FORMATS.register("dat")
 class DatReader(EventReader):
     """Prophesee DAT CD events; geometry from Height/Width lines, else 304x240 (noted in
@@ -106,6 +62,7 @@ class DatReader(EventReader):
 
     format = "dat"
     extensions = (".dat",)
+    parallel_runs = 0  # read(): number of runs; 0 = one per Numba thread for big files
 
     @classmethod
     def sniff(cls, head: bytes) -> int:
@@ -175,20 +132,47 @@ class DatReader(EventReader):
         self._check_tail()
 
     def read(self) -> np.ndarray:
-        out = np.empty(self.n_events, EVENT_DTYPE)
-        state = self._state()
-        end = self.data_offset + 8 * self.n_events
-        i = 0
-        threads = get_num_threads()
-        for _, buf in self.byte_blocks(self.data_offset, end, align=8):
-            n = len(buf) // 8
-            if threads > 1:
-                _decode_parallel(buf.view("<u4"), out[i:i + n], state, threads)
-            else:
-                _decode(buf.view("<u4"), out[i:i + n], state)
-            i += n
+        """All events; the file is cut into one run of records per Numba thread, each
+        read (pread, no shared file position) and decoded by its own Python thread (the
+        kernel releases the GIL), then the runs' 32-bit wraps are chained."""
+        n = self.n_events
+        out = np.empty(n, EVENT_DTYPE)
+        k = self.parallel_runs or max(1, min(get_num_threads(), n // PARALLEL_MIN_EVENTS))
+        bounds = [s * n // k for s in range(k + 1)]
+        if k == 1:
+            runs = [self._decode_run(out, 0, n)]
+        else:
+            with ThreadPoolExecutor(k) as pool:
+                runs = list(pool.map(lambda s: self._decode_run(out, bounds[s], bounds[s + 1]),
+                                     range(k)))
+        base, last = self.time_base, None
+        for (lo, hi), (first, state) in zip(zip(bounds, bounds[1:]), runs):
+            if hi == lo:
+                continue
+            if last is not None:
+                base += unwrap32(first, last, 0)
+            if base:
+                out["t"][lo:hi] += base
+            base += int(state[0])
+            last = int(state[1])
         self._check_tail()
-        return out[:i]
+        return out
+
+    def _decode_run(self, out: np.ndarray, lo: int, hi: int) -> tuple[int, np.ndarray]:
+        """Decode records [lo, hi) into out[lo:hi] with time base 0; returns the run's
+        first raw timestamp and its final state (wrap base, last raw timestamp)."""
+        state = np.zeros(3, np.int64)
+        buf = np.empty(min(self.block_bytes, 8 * (hi - lo)) // 8 * 8, np.uint8)
+        fd = self._f.fileno()
+        i = lo
+        while i < hi:
+            m = min(len(buf) // 8, hi - i)
+            offset = self.data_offset + 8 * i
+            if os.preadv(fd, [memoryview(buf)[:8 * m]], offset) != 8 * m:
+                raise self.error("file shrank while being read", offset=offset)
+            _decode(buf[:8 * m].view("<u4"), out[i:i + m], state)
+            i += m
+        return (int(out[lo]["t"]) if hi > lo else 0), state
 
 
 def dat_header(sensor_size: SensorSize, time_base: int = 0) -> bytes:
