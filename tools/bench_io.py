@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from evpipe.events import EVENT_DTYPE, SensorSize
@@ -35,13 +36,28 @@ def synthetic_events(n: int, size: SensorSize, seed: int = 0) -> np.ndarray:
     return ev
 
 
-def best_of(fn, repeat: int) -> float:
-    times = []
+def best_of(fns: dict, repeat: int) -> dict:
+    """Best seconds per function over `repeat` rounds; each round calls every function
+    once, interleaved, so machine noise hits all of them alike."""
+    times: dict = {k: [] for k in fns}
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: min(v) for k, v in times.items()}
+
+
+def single_thread(fn):
+    """`fn` run with one Numba thread (evpipe's whole-file reads use all by default)."""
+    def run():
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            numba.set_num_threads(threads)
+    return run
 
 
 def _expelliarmus(encoding):
@@ -102,26 +118,29 @@ SUFFIX = {"dat": ".dat", "evt2": ".raw", "evt3": ".raw", "aedat4": ".aedat4", "h
 def bench_decode(formats, n: int, repeat: int, workdir: Path) -> None:
     size = SensorSize(1280, 720)
     ev = synthetic_events(n, size)
-    print(f"| format ({n / 1e6:.0f}M events) | file MB | evpipe Mev/s | peer | peer Mev/s "
-          "| evpipe / peer |")
-    print("|---|---:|---:|---|---:|---:|")
+    print(f"| format ({n / 1e6:.0f}M events) | file MB | evpipe Mev/s | evpipe 1 thread "
+          "| peer | peer Mev/s | evpipe / peer |")
+    print("|---|---:|---:|---:|---|---:|---:|")
     for fmt in formats:
         path = workdir / f"bench{SUFFIX[fmt]}"
         make_file(fmt, path, ev, size)
         mb = path.stat().st_size / 1e6
-        got = read_events(path, fmt)
-        assert len(got) == n, (fmt, len(got))
-        t_ev = best_of(lambda: read_events(path, fmt), repeat)
-        peers = PEERS[fmt]
-        if not peers:
-            print(f"| {fmt} | {mb:.0f} | {n / t_ev / 1e6:.0f} | - | - | - |")
-        for name, fn in peers.items():
+        assert len(read_events(path, fmt)) == n, fmt
+        fns = {"evpipe": lambda: read_events(path, fmt),
+               "evpipe-1": single_thread(lambda: read_events(path, fmt))}
+        for name, fn in PEERS[fmt].items():
             assert len(fn(path)) == n, (fmt, name)
-            t_p = best_of(lambda: fn(path), repeat)
-            print(f"| {fmt} | {mb:.0f} | {n / t_ev / 1e6:.0f} | {name} | {n / t_p / 1e6:.0f} "
-                  f"| {t_p / t_ev:.2f}x |")
+            fns[name] = lambda fn=fn: fn(path)
+        best = best_of(fns, repeat)
+        rate = {k: n / v / 1e6 for k, v in best.items()}
+        head = f"| {fmt} | {mb:.0f} | {rate['evpipe']:.0f} | {rate['evpipe-1']:.0f}"
+        if not PEERS[fmt]:
+            print(f"{head} | - | - | - |")
+        for name in PEERS[fmt]:
+            print(f"{head} | {name} | {rate[name]:.0f} | {best[name] / best['evpipe']:.2f}x |")
         path.unlink()
-    print(f"\n(best of {repeat}, file in the page cache, one process)\n")
+    print(f"\n(best of {repeat} interleaved rounds, file in the page cache, one process; "
+          f"{numba.get_num_threads()} Numba threads unless noted)\n")
 
 
 def write_big_dat(path: Path, n: int, size: SensorSize, block: int = 10_000_000) -> None:

@@ -31,7 +31,9 @@ EVT2, 2^24 us for EVT3) than an event before it, because readers count loops upw
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import get_num_threads, njit, prange
@@ -849,9 +851,25 @@ class _RawReader(EventReader):
         memory-mapped: a file truncated by another process would kill the interpreter
         with SIGBUS)."""
         words = np.empty(self.n_words, self.word_dtype)
-        self._f.seek(self.data_offset)
-        if self._f.readinto(words) != words.nbytes:
-            raise self.error("file shrank while being read", offset=self.data_offset)
+        raw = words.view(np.uint8)
+        threads = max(1, min(segments, get_num_threads()))
+        cuts = [s * len(raw) // threads for s in range(threads + 1)]
+
+        def load(s: int) -> int:
+            """Bytes copied into part s (each thread copies and page-faults its own part;
+            Linux returns at most ~2 GiB per call)."""
+            pos, end = cuts[s], cuts[s + 1]
+            while pos < end:
+                got = os.preadv(self._f.fileno(), [memoryview(raw)[pos:end]],
+                                self.data_offset + pos)
+                if got <= 0:
+                    break
+                pos += got
+            return pos - cuts[s]
+
+        with ThreadPoolExecutor(threads) as pool:
+            if sum(pool.map(load, range(threads))) != len(raw):
+                raise self.error("file shrank while being read", offset=self.data_offset)
         words.flags.writeable = False  # one compiled signature (read-only words)
         state = self._state()
         w, h = self.sensor_size
