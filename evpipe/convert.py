@@ -174,8 +174,9 @@ def convert(dataset: str, encoding: str, *, root: str | os.PathLike, out: str | 
     loader_cls = DATASETS.get(dataset)
     spec = ENCODINGS.get(encoding)
     if loader_cls.kind not in spec.inputs:
-        raise ConfigError(f"encoding {encoding!r} takes {'/'.join(spec.inputs)}, but dataset "
-                          f"{dataset!r} gives {loader_cls.kind}")
+        valid = [n for n in ENCODINGS.names() if loader_cls.kind in ENCODINGS.get(n).inputs]
+        raise ConfigError(f"dataset {dataset!r} gives {loader_cls.kind}, which encoding "
+                          f"{encoding!r} does not take; valid for {dataset}: {', '.join(valid)}")
     if split not in loader_cls.splits:
         raise ConfigError(f"dataset {dataset!r} has no split {split!r}; valid: "
                           f"{', '.join(loader_cls.splits)}")
@@ -183,7 +184,7 @@ def convert(dataset: str, encoding: str, *, root: str | os.PathLike, out: str | 
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
-    encoder = spec.make(**(params or {}))
+    encoder = spec.make(**{**loader_cls.default_params.get(encoding, {}), **(params or {})})
     job = Job(dataset, str(Path(root).resolve()), split, dict(loader_options or {}), encoding,
               params_dict(encoder))
     loader = loader_cls(job.root, split, **job.loader_options)

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from ..registry import Registry
 
-DATASETS: Registry[type["Loader"]] = Registry("dataset", modules=("evpipe.loaders.kitti",))
+DATASETS: Registry[type["Loader"]] = Registry("dataset", modules=(
+    "evpipe.loaders.kitti", "evpipe.loaders.semantickitti", "evpipe.loaders.modelnet40",
+    "evpipe.loaders.gen1", "evpipe.loaders.dvsgesture", "evpipe.loaders.nmnist",
+    "evpipe.loaders.ncars", "evpipe.loaders.spikecam"))
 
 
 class Loader:
@@ -25,6 +28,11 @@ class Loader:
     name = ""
     kind = ""
     splits: tuple[str, ...] = ()
+    # Encoding parameters this dataset's recipe uses unless the user overrides them,
+    # e.g. {"svc": {"voxel_size": (0.01, 0.01, 0.01), ...}}.
+    default_params: dict[str, dict] = {}
+    # CLI options of the loader: name -> (type, help); values reach __init__ as keywords.
+    cli_options: dict[str, tuple] = {}
 
     def __init__(self, root: str | os.PathLike, split: str, **options):
         self.root = Path(root)
