@@ -1,0 +1,142 @@
+"""Benchmark: a 60 s Gen1-rate recording converted to RVT stacked histograms at 50 ms
+windows (one per label timestamp), evpipe's `evpipe convert gen1 --to stacked_histogram`
+vs a straight NumPy port of RVT's per-window preprocessing on the same file, each in its
+own process with its peak RSS.
+
+The port follows uzh-rpg/RVT (scripts/genx/preprocess_dataset.py + data/utils/
+representations.py StackedHistogram.construct): all timestamps in RAM, a running max to
+repair non-monotonic time, searchsorted per window, then the histogram of the window's
+events (np.bincount, faster than the np.add.at analogue of torch's put_(accumulate=True)),
+clipped to the cutoff.
+
+Usage: python tools/bench_gen1.py [--seconds 60] [--rate 333000] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evpipe.events import EVENT_DTYPE, SensorSize
+from evpipe.io.dat import dat_header, dat_records
+
+SIZE = SensorSize(304, 240)
+WINDOW_US = 50_000
+BINS, CUTOFF = 10, 10
+
+
+def make_recording(folder: Path, seconds: float, rate: float, seed: int = 0) -> Path:
+    """A Gen1-style train/<name>_td.dat + _bbox.npy pair: `rate` events/s of uniform noise
+    plus a moving blob, one labelled box every 50 ms (v2 bbox dtype)."""
+    split = folder / "train"
+    split.mkdir(parents=True)
+    name = "17-04-06_09-57-37_0_60000000"
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    block = 5_000_000
+    with open(split / f"{name}_td.dat", "wb") as f:
+        f.write(dat_header(SIZE))
+        for start in range(0, n, block):
+            m = min(block, n - start)
+            ev = np.empty(m, EVENT_DTYPE)
+            ev["t"] = np.sort(rng.integers(int(start / rate * 1e6), int((start + m) / rate * 1e6),
+                                           m))
+            ev["x"] = rng.integers(0, SIZE.width, m)
+            ev["y"] = rng.integers(0, SIZE.height, m)
+            ev["p"] = rng.integers(0, 2, m)
+            f.write(dat_records(ev))
+    ts = np.arange(WINDOW_US, int(seconds * 1e6), WINDOW_US, dtype=np.int64)
+    boxes = np.zeros(len(ts), dtype=[("t", "<i8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"),
+                                     ("h", "<f4"), ("class_id", "<u4"), ("track_id", "<u4"),
+                                     ("class_confidence", "<f4")])
+    boxes["t"] = ts
+    boxes["x"] = 50 + 100 * (ts / ts[-1])
+    boxes["y"], boxes["w"], boxes["h"] = 80, 40, 30
+    boxes["class_confidence"] = 1
+    np.save(split / f"{name}_bbox.npy", boxes)
+    return split / f"{name}_td.dat"
+
+
+RVT_PORT = r'''
+import sys, time
+import numpy as np
+from evpipe.io import read_events
+td, bbox, window, bins, cutoff, w, h = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
+t0 = time.perf_counter()
+ev = read_events(td)                       # RVT's H5Reader: every event in RAM
+t = np.maximum.accumulate(ev["t"])         # RVT _correct_time
+labels = np.unique(np.load(bbox)["t"])
+out = []
+for t_end in labels:
+    lo = np.searchsorted(t, t_end - window, side="left")
+    hi = np.searchsorted(t, t_end, side="right")
+    x, y = ev["x"][lo:hi].astype(np.int64), ev["y"][lo:hi].astype(np.int64)
+    p, tt = ev["p"][lo:hi].astype(np.int64), t[lo:hi]
+    if len(tt):
+        tn = (tt - tt[0]) / max(int(tt[-1] - tt[0]), 1) * bins
+        ti = np.minimum(np.floor(tn).astype(np.int64), bins - 1)
+        idx = x + w * y + w * h * ti + w * h * bins * p
+        rep = np.bincount(idx, minlength=2 * bins * h * w)
+    else:
+        rep = np.zeros(2 * bins * h * w, np.int64)
+    out.append(np.minimum(rep, cutoff).astype(np.uint8).reshape(2 * bins, h, w))
+hwm = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+print(len(out), time.perf_counter() - t0, hwm)
+'''
+
+
+def run_peak(cmd: list[str]) -> tuple[str, float, int]:
+    """(stdout, wall seconds, peak RSS kB via VmHWM printed by a wrapper)."""
+    wrapped = [sys.executable, "-c",
+               "import runpy, sys; sys.argv = sys.argv[1:]; "
+               "import atexit; atexit.register(lambda: print('HWM', open('/proc/self/status')"
+               ".read().split('VmHWM:')[1].split()[0], file=sys.stderr)); "
+               "runpy.run_module('evpipe.cli', run_name='__main__')"] + cmd
+    t = time.perf_counter()
+    proc = subprocess.run(wrapped, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    hwm = int(proc.stderr.rsplit("HWM", 1)[1].split()[0])
+    return proc.stdout, wall, hwm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--rate", type=float, default=333_000.0, help="events per second")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        root = Path(tmp) / "gen1"
+        td = make_recording(root, args.seconds, args.rate)
+        n = (td.stat().st_size - len(dat_header(SIZE))) // 8
+        bbox = td.with_name(td.name.replace("_td.dat", "_bbox.npy"))
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", RVT_PORT, str(td), str(bbox),
+                               str(WINDOW_US), str(BINS), str(CUTOFF), str(SIZE.width),
+                               str(SIZE.height)], capture_output=True, text=True, check=True)
+        port_wall = time.perf_counter() - t
+        windows, port_compute, port_hwm = proc.stdout.split()
+        out, wall, hwm = run_peak(["convert", "gen1", "--to", "stacked_histogram", "--root",
+                                   str(root), "--out", str(Path(tmp) / "shards"), "-q"])
+        print(f"recording: {n / 1e6:.1f}M events, {args.seconds:.0f} s, {int(windows)} label "
+              f"timestamps, 50 ms windows, {BINS} bins, cutoff {CUTOFF}\n")
+        print("| | wall s | peak RSS MB | speed-up |")
+        print("|---|---:|---:|---:|")
+        print(f"| NumPy port of RVT (whole recording in RAM) | {port_wall:.2f} "
+              f"| {int(port_hwm) / 1024:.0f} | 1.0x |")
+        print(f"| evpipe convert gen1 --to stacked_histogram | {wall:.2f} | {hwm / 1024:.0f} "
+              f"| {port_wall / wall:.1f}x |")
+        print(f"\n(each in its own process, interpreter start-up included; evpipe also writes "
+              f"the shards; the port's compute alone took {float(port_compute):.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
