@@ -117,7 +117,41 @@ def _cmd_view(args) -> int:
     return 0
 
 
+def _cmd_download(args) -> int:
+    from tqdm import tqdm
+
+    from .download import DownloadError, ManualDownload, download_dataset
+
+    def log(msg: str) -> None:
+        tqdm.write(f"evpipe: {msg}", file=sys.stderr)
+
+    try:
+        results = download_dataset(args.dataset, args.root, only=args.only,
+                                   mirrors=args.mirror or (), timeout=args.timeout,
+                                   retries=args.retries, progress=not args.quiet, log=log)
+    except DownloadError as e:
+        for r in e.results:
+            print(r.line())
+        if isinstance(e, ManualDownload):
+            print(e.instructions)
+        raise
+    for r in results:
+        print(r.line())
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from .verify import verify
+    findings = verify(args.dataset, args.root, deep=args.deep, progress=not args.quiet)
+    print("\n".join(f.line() for f in findings))
+    problems = sum(f.problem for f in findings)
+    print(f"{args.dataset} at {args.root}: "
+          + (f"{problems} problem{'s' * (problems != 1)}" if problems else "no problems found"))
+    return 1 if problems else 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    from .download import card_names
     from .encoders import ENCODINGS
     from .loaders import DATASETS
     p = argparse.ArgumentParser(prog="evpipe", description=__doc__)
@@ -173,6 +207,28 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     v.add_argument("--color-by", choices=("height", "count"), default="height",
                    help="svc bird's-eye view colour: voxel height or spike count")
     v.set_defaults(view_owners=view_owners)
+
+    cards = card_names()
+    d = sub.add_parser("download", help="fetch a dataset's public files into a folder "
+                                        "(resumable, checksum-verified, several mirrors)")
+    d.add_argument("dataset", choices=cards)
+    d.add_argument("--root", required=True, help="folder to download into")
+    d.add_argument("--only", nargs="+", metavar="FILE", help="only these files of the card")
+    d.add_argument("--mirror", action="append", metavar="URL",
+                   help="base URL holding the files (URL/<file>), tried before the card's; "
+                        "repeatable")
+    d.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="seconds to wait for a connection or data (default 30)")
+    d.add_argument("--retries", type=int, default=3, metavar="N",
+                   help="resumes per mirror after a dropped connection (default 3)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    y = sub.add_parser("verify", help="check a local copy of a dataset against its card")
+    y.add_argument("dataset", choices=cards)
+    y.add_argument("--root", required=True, help="the local copy")
+    y.add_argument("--deep", action="store_true",
+                   help="also decode every sample through the loader")
+    y.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p, owners
 
 
@@ -186,6 +242,10 @@ def main(argv=None) -> int:
             return _cmd_info(args)
         if args.command == "view":
             return _cmd_view(args)
+        if args.command == "download":
+            return _cmd_download(args)
+        if args.command == "verify":
+            return _cmd_verify(args)
     except EvpipeError as e:
         print(f"evpipe: error: {e}", file=sys.stderr)
         return 1
