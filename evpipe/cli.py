@@ -83,10 +83,18 @@ def _cmd_convert(args, owners) -> int:
         sample = True
         print(f"no --root given: converting the bundled SYNTHETIC {args.dataset} sample at {root}",
               file=sys.stderr)
-    out = args.out or Path("shards") / f"{args.dataset}{'-sample' if sample else ''}-{args.to}-{args.split}"
-    loader_options = {k: getattr(args, f"opt_{k}") for k in getattr(loader_cls, "cli_options", {})
-                      if getattr(args, f"opt_{k}", None) is not None}
-    summary = convert(args.dataset, args.to, root=root, out=out, split=args.split,
+    split = args.split or loader_cls.splits[0]
+    out = args.out or Path("shards") / f"{args.dataset}{'-sample' if sample else ''}-{args.to}-{split}"
+    loader_options = {}
+    for name, owner_names in args.loader_owners.items():
+        value = getattr(args, f"opt_{name}")
+        if value is None:
+            continue
+        if args.dataset not in owner_names:
+            raise ConfigError(f"{_flag(name)} does not apply to dataset {args.dataset!r} "
+                              f"(it belongs to {', '.join(sorted(owner_names))})")
+        loader_options[name] = value
+    summary = convert(args.dataset, args.to, root=root, out=out, split=split,
                       params=_collect_params(args, owners, args.to),
                       loader_options=loader_options, workers=args.workers, limit=args.limit,
                       skip_bad=args.skip_bad, samples_per_shard=args.samples_per_shard,
@@ -162,7 +170,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     c.add_argument("dataset", choices=DATASETS.names())
     c.add_argument("--to", required=True, choices=ENCODINGS.names(), help="encoding")
     c.add_argument("--root", help="local copy of the dataset (default: bundled sample, if any)")
-    c.add_argument("--split", default="train", help="split name; " + "; ".join(
+    c.add_argument("--split", help="split name (default: the dataset's first); " + "; ".join(
         f"{n}: {', '.join(DATASETS.get(n).splits)}" for n in DATASETS.names()))
     c.add_argument("--out", help="output folder (default: shards/<dataset>-<encoding>-<split>)")
     c.add_argument("--workers", type=int, default=1, help="processes (default 1)")
@@ -171,15 +179,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                    help="skip unreadable samples (listed in the manifest) instead of stopping")
     c.add_argument("--samples-per-shard", type=int, default=256)
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    loader_group = c.add_argument_group("dataset options")
-    seen = set()
+    loader_group = c.add_argument_group("dataset options (each applies to the datasets named)")
+    loader_owners: dict[str, set] = {}
     for name in DATASETS.names():
-        for opt, (typ, help_) in getattr(DATASETS.get(name), "cli_options", {}).items():
-            if opt not in seen:
-                seen.add(opt)
+        for opt, (typ, help_) in DATASETS.get(name).cli_options.items():
+            if opt not in loader_owners:
                 kw = {"action": argparse.BooleanOptionalAction} if typ is bool else {"type": typ}
                 loader_group.add_argument(_flag(opt), dest=f"opt_{opt}", default=None,
-                                          help=f"({name}) {help_}", **kw)
+                                          help=help_, **kw)
+            loader_owners.setdefault(opt, set()).add(name)
+    for action in loader_group._group_actions:
+        names = loader_owners[action.dest.removeprefix("opt_")]
+        action.help = f"{action.help} ({', '.join(sorted(names))})"
+    c.set_defaults(loader_owners=loader_owners)
     owners = _add_param_flags(c, ENCODINGS, "encoding")
 
     i = sub.add_parser("info", help="summarise a shard set, a shard file or an event file")

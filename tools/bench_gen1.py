@@ -94,7 +94,7 @@ print(len(out), time.perf_counter() - t0, hwm)
 def run_peak(cmd: list[str]) -> tuple[str, float, int]:
     """(stdout, wall seconds, peak RSS kB via VmHWM printed by a wrapper)."""
     wrapped = [sys.executable, "-c",
-               "import runpy, sys; sys.argv = sys.argv[1:]; "
+               "import runpy, sys; "
                "import atexit; atexit.register(lambda: print('HWM', open('/proc/self/status')"
                ".read().split('VmHWM:')[1].split()[0], file=sys.stderr)); "
                "runpy.run_module('evpipe.cli', run_name='__main__')"] + cmd
