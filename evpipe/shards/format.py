@@ -3,13 +3,18 @@
 Layout of `shard-NNNNN.h5`:
 - `/meta/id`          vlen UTF-8 [n], sample ids;
 - `/data/<field>`     ragged fields concatenated along axis 0, fixed fields as [n, ...],
-                      scalar and string fields as [n];
+                      scalar and string fields as [n]; a structured field (events: t, x,
+                      y, p) is a group holding one such dataset per column,
+                      `/data/<field>/<column>`;
 - `/index/<field>`    int64 [n + 1] offsets into `/data/<field>` for ragged fields;
 - root attributes     `format`, `version`, `n`, `schema` (JSON: field -> kind, dtype,
                       tail shape), `encoding` (JSON: name + parameters), `dataset`, `split`.
 
-Compression is Blosc(LZ4, byte shuffle, level 5) from `hdf5plugin`, chosen by
-tools/bench_shards.py for read speed first; any reader needs `import hdf5plugin`.
+Array datasets are chunked in ~64 KiB and compressed with Blosc(LZ4, byte shuffle, level
+5) from `hdf5plugin` when that at least halves a trial of their first megabyte (decided
+per dataset, so random bits such as event coordinates stay raw and cost no decoding);
+chosen by tools/bench_loading.py and tools/bench_shards.py for random-read speed first.
+Readers need `import hdf5plugin`.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from ..errors import ShardError
 
 FORMAT = "evpipe-shard"
 VERSION = 1
-CHUNK_BYTES = 1 << 18
-# Random access decompresses whole chunks: keep a few per dataset cached.
-READ_CACHE_BYTES = 8 << 20
+CHUNK_BYTES = 1 << 16
+# Random reads of ~64 KiB chunks gain nothing from HDF5's chunk cache (measured).
+READ_CACHE_BYTES = 0
+TRIAL_BYTES = 1 << 20
+WORTH_COMPRESSING = 0.5
 
 
 def compression() -> dict:
@@ -91,6 +98,20 @@ def infer_schema(record: dict, fixed: frozenset[str]) -> dict[str, FieldSpec]:
 FLUSH_BYTES = 8 << 20
 
 
+def _compresses_well(data: np.ndarray) -> bool:
+    """Whether Blosc at least halves a trial of `data`'s first TRIAL_BYTES (written to an
+    in-memory HDF5 file with the shard's codec and chunking)."""
+    rows = max(1, min(len(data), TRIAL_BYTES // max(1, data[:1].nbytes)))
+    trial = data[:rows]
+    if trial.nbytes == 0:
+        return False
+    with h5py.File(f"trial-{id(trial)}", "w", driver="core", backing_store=False) as f:
+        tail = trial.shape[1:]
+        ds = f.create_dataset("d", data=trial, chunks=(min(rows, _chunk_rows(tail, trial.dtype.itemsize)), *tail),
+                              **compression())
+        return ds.id.get_storage_size() <= WORTH_COMPRESSING * trial.nbytes
+
+
 def _chunk_rows(tail: tuple[int, ...], itemsize: int) -> int:
     row = max(1, int(np.prod(tail, dtype=np.int64)) * itemsize)
     return max(1, CHUNK_BYTES // row)
@@ -131,19 +152,27 @@ class ShardFileWriter:
         return len(self._ids)
 
     def _create(self) -> None:
-        comp = compression()
         for name, spec in self.schema.items():
             if spec.kind in ("ragged", "fixed"):
-                dtype = spec.np_dtype
-                tail = spec.tail
-                self._f.create_dataset(f"data/{name}", shape=(0, *tail), maxshape=(None, *tail),
-                                       dtype=dtype, chunks=(_chunk_rows(tail, dtype.itemsize), *tail),
-                                       **comp)
                 self._pending[name] = []
                 self._lengths[name] = []
             else:
                 self._small[name] = []
         self._created = True
+
+    def _append_data(self, path: str, data: np.ndarray) -> None:
+        """Append `data` along axis 0 to dataset `path`, creating it on first use with the
+        codec its first batch earns."""
+        ds = self._f.get(path)
+        if ds is None:
+            tail = data.shape[1:]
+            ds = self._f.create_dataset(
+                path, shape=(0, *tail), maxshape=(None, *tail), dtype=data.dtype,
+                chunks=(_chunk_rows(tail, data.dtype.itemsize), *tail),
+                **(compression() if _compresses_well(data) else {}))
+        start = ds.shape[0]
+        ds.resize(start + len(data), axis=0)
+        ds[start:] = data
 
     def append(self, record: dict) -> None:
         if self.schema is None:
@@ -178,11 +207,12 @@ class ShardFileWriter:
         for name, arrays in self._pending.items():
             if not arrays:
                 continue
-            ds = self._f[f"data/{name}"]
             data = np.concatenate(arrays) if self.schema[name].kind == "ragged" else np.stack(arrays)
-            start = ds.shape[0]
-            ds.resize(start + len(data), axis=0)
-            ds[start:] = data
+            if data.dtype.names is None:
+                self._append_data(f"data/{name}", data)
+            else:
+                for col in data.dtype.names:
+                    self._append_data(f"data/{name}/{col}", np.ascontiguousarray(data[col]))
             arrays.clear()
         self._pending_bytes = 0
 
@@ -203,6 +233,8 @@ class ShardFileWriter:
         f.create_dataset("meta/id", data=np.array(self._ids, dtype=object),
                          dtype=h5py.string_dtype())
         for name, spec in schema.items():
+            if spec.kind in ("ragged", "fixed") and f"data/{name}" not in f:
+                self._create_empty(name, spec)
             if spec.kind == "str":
                 f.create_dataset(f"data/{name}", data=np.array(self._small[name], dtype=object),
                                  dtype=h5py.string_dtype())
@@ -215,6 +247,14 @@ class ShardFileWriter:
         f.close()
         fsync_path(self.path)
         return n
+
+    def _create_empty(self, name: str, spec: FieldSpec) -> None:
+        """Datasets of a field that no record filled (a shard of skipped samples)."""
+        dtype = spec.np_dtype
+        cols = [(f"data/{name}", dtype)] if dtype.names is None else \
+            [(f"data/{name}/{c}", dtype[c]) for c in dtype.names]
+        for path, dt in cols:
+            self._f.create_dataset(path, shape=(0, *spec.tail), dtype=dt)
 
     def abort(self) -> None:
         """Close and delete the unfinished file."""
@@ -262,6 +302,9 @@ class ShardFile:
             self._data = {k: self._f[f"data/{k}"] for k in self.schema}
             self._small = {k: self._data[k][:] for k, s in self.schema.items()
                            if s.kind in ("scalar", "str")}
+            self._columns = {k: [(c, self._data[k][c]) for c in s.np_dtype.names]
+                             for k, s in self.schema.items()
+                             if s.kind in ("ragged", "fixed") and s.np_dtype.names}
         except ShardError:
             self._f.close()
             raise
@@ -280,16 +323,25 @@ class ShardFile:
         out = {"id": self.ids[i]}
         for name in (fields or self.schema):
             spec = self.schema[name]
-            if spec.kind == "ragged":
-                lo, hi = self.index[name][i], self.index[name][i + 1]
-                out[name] = self._data[name][lo:hi]
-            elif spec.kind == "fixed":
-                out[name] = self._data[name][i]
+            if spec.kind in ("ragged", "fixed"):
+                sel = (slice(self.index[name][i], self.index[name][i + 1])
+                       if spec.kind == "ragged" else i)
+                if name in self._columns:
+                    out[name] = self._read_columns(name, spec, sel)
+                else:
+                    out[name] = self._data[name][sel]
             elif spec.kind == "str":
                 v = self._small[name][i]
                 out[name] = v.decode() if isinstance(v, bytes) else v
             else:
                 out[name] = self._small[name][i].item()
+        return out
+
+    def _read_columns(self, name: str, spec: FieldSpec, sel) -> np.ndarray:
+        cols = [(c, ds[sel]) for c, ds in self._columns[name]]
+        out = np.empty(cols[0][1].shape, spec.np_dtype)
+        for c, v in cols:
+            out[c] = v
         return out
 
     def close(self) -> None:
