@@ -19,8 +19,9 @@ ENCODINGS: Registry["Encoding"] = Registry("encoding", modules=(
 # Raw-record field that carries each input kind; it is replaced by the encoded fields.
 INPUT_FIELD = {"points": "points", "events": "events", "spikes": "spikes"}
 # Raw-record fields passed to `encode` as keywords and not stored: the sensor geometry
-# (W, H) of event records.
-CONTEXT_FIELDS = ("sensor_size",)
+# (W, H) of event records, per-point labels of segmentation point clouds (the encoder
+# turns them into labels of what it outputs, e.g. svc's voxel_labels).
+CONTEXT_FIELDS = ("sensor_size", "point_labels")
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,19 @@ def _fps(xyz, start, cidx, dist):
     cidx.sort()
 
 
+def farthest_point_sample(xyz: np.ndarray, m: int, start: int = 0) -> np.ndarray:
+    """int32 [m] sorted indices of m farthest-point-sampled rows of xyz [N, 3] (m <= N),
+    from row `start`, ties to the lower index."""
+    pts = np.ascontiguousarray(np.asarray(xyz, np.float64).T)
+    if pts.shape[0] != 3 or not 0 <= m <= pts.shape[1]:
+        raise ConfigError(f"farthest_point_sample needs xyz [N, 3] and 0 <= m <= N, got "
+                          f"{np.shape(xyz)} and m={m}")
+    idx = np.empty(m, np.int32)
+    if m:
+        _fps(pts, int(start), idx, np.empty(pts.shape[1], np.float64))
+    return idx
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _offer(xyz, c, j, nidx, best_d, filled):
     """Insert point j into the sorted (distance, index) list of the nearest points to c

@@ -42,9 +42,11 @@ _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 
 
 @njit(cache=True, nogil=True)
-def _voxelize(points, lo, vsize, grid, max_points, max_voxels, keys, table, vkeys, sums, counts):
+def _voxelize(points, lo, vsize, grid, max_points, max_voxels, keys, table, vkeys, sums, counts,
+              point_voxel):
     """Hash voxelisation; `keys`, `table`, `vkeys`, `sums`, `counts` are reused scratch
-    buffers of at least N, 4N + 16, N, N*C and N entries.
+    buffers of at least N, 4N + 16, N, N*C and N entries; `point_voxel` int32 [N] receives
+    each point's voxel number (-1: outside the grid, NaN, or beyond max_voxels).
 
     points float32 [N, C]; lo, vsize float32 [3] and grid int64 [3] in (z, y, x) order.
     """
@@ -79,6 +81,7 @@ def _voxelize(points, lo, vsize, grid, max_points, max_voxels, keys, table, vkey
     for i in range(n):
         key = keys[i]
         if key < 0:
+            point_voxel[i] = -1
             continue
         if key != last_key:
             # Scan order makes neighbours share voxels: the last lookup is often the answer.
@@ -103,6 +106,7 @@ def _voxelize(points, lo, vsize, grid, max_points, max_voxels, keys, table, vkey
             last_key = key
             last_v = v
         v = last_v
+        point_voxel[i] = v
         if v >= 0 and counts[v] < max_points:
             for j in range(c):
                 sums[v * c + j] += points[i, j]
@@ -141,7 +145,26 @@ def _buffers(n: int, c: int) -> tuple[np.ndarray, ...]:
 def _new_buffers(n: int, c: int) -> tuple[np.ndarray, ...]:
     n = max(n, 1)
     return (np.empty(n, np.int64), np.empty(4 * n + 16, np.int32), np.empty(n, np.int64),
-            np.empty(n * c, np.float32), np.empty(n, np.int32))
+            np.empty(n * c, np.float32), np.empty(n, np.int32), np.empty(n, np.int32))
+
+
+@njit(cache=True, nogil=True)
+def _majority(point_voxel, labels, m, n_classes):
+    """int8 [m]: per voxel the most frequent label in 0..n_classes-1 of all its points
+    (-1 ignored; -1 when a voxel has no other label; the smaller label on ties)."""
+    counts = np.zeros((m, n_classes), np.int32)
+    for i in range(point_voxel.shape[0]):
+        v, lab = point_voxel[i], labels[i]
+        if 0 <= v < m and 0 <= lab < n_classes:
+            counts[v, lab] += 1
+    out = np.full(m, -1, np.int8)
+    for v in range(m):
+        best = 0
+        for lab in range(n_classes):
+            if counts[v, lab] > best:
+                best = counts[v, lab]
+                out[v] = lab
+    return out
 
 
 def grid_shape(voxel_size, point_range) -> tuple[int, int, int]:
@@ -176,6 +199,34 @@ def svc(points: np.ndarray, voxel_size=KITTI_VOXEL_SIZE, point_range=KITTI_POINT
     dropped (spconv semantics). Returns an `SVCResult`; defaults are the KITTI/OpenPCDet
     configuration E-3DSNN uses.
     """
+    return _svc(points, voxel_size, point_range, max_points_per_voxel, max_voxels)[0]
+
+
+def svc_with_point_map(points: np.ndarray, voxel_size=KITTI_VOXEL_SIZE,
+                       point_range=KITTI_POINT_RANGE, max_points_per_voxel: int = 5,
+                       max_voxels: int | None = None) -> tuple[SVCResult, np.ndarray]:
+    """`svc` plus int32 [N]: the voxel of each input point (index into coords), -1 for
+    points that were dropped."""
+    result, point_voxel = _svc(points, voxel_size, point_range, max_points_per_voxel,
+                               max_voxels)
+    return result, point_voxel.copy()
+
+
+def voxel_labels(point_voxel: np.ndarray, labels: np.ndarray, n_voxels: int) -> np.ndarray:
+    """int8 [n_voxels] segmentation targets: each voxel's most frequent point label (int
+    [N], -1 = ignore, largest label < 127) over ALL its points; -1 when all are -1; the
+    smaller label on ties."""
+    lab = np.asarray(labels)
+    if lab.shape != point_voxel.shape:
+        raise ConfigError(f"{lab.shape[0] if lab.ndim else 0} labels for "
+                          f"{point_voxel.shape[0]} points")
+    if lab.size and int(lab.max()) >= 127:
+        raise ConfigError(f"labels must be below 127, got {int(lab.max())}")
+    n_classes = int(lab.max()) + 1 if lab.size else 0
+    return _majority(point_voxel, lab.astype(np.int64), int(n_voxels), max(n_classes, 1))
+
+
+def _svc(points, voxel_size, point_range, max_points_per_voxel, max_voxels):
     vs, pr, shape = _check_geometry(voxel_size, point_range)
     pts = np.asarray(points)
     if pts.ndim != 2 or pts.shape[1] < 3:
@@ -187,11 +238,12 @@ def svc(points: np.ndarray, voxel_size=KITTI_VOXEL_SIZE, point_range=KITTI_POINT
     pts = np.ascontiguousarray(pts, dtype=np.float32)
     lo = np.array(pr[2::-1], np.float32)
     size = np.array(vs[::-1], np.float32)
+    buffers = _buffers(*pts.shape)
     coords, feats, n_points = _voxelize(pts, lo, size, np.array(shape, np.int64),
                                         int(max_points_per_voxel),
                                         len(pts) if max_voxels is None else int(max_voxels),
-                                        *_buffers(*pts.shape))
-    return SVCResult(coords, feats, n_points, shape)
+                                        *buffers)
+    return SVCResult(coords, feats, n_points, shape), buffers[5][:len(pts)]
 
 
 def spike_counts(feats: np.ndarray, point_range=KITTI_POINT_RANGE, levels: int = 4,
@@ -228,10 +280,19 @@ class SVCParams:
         default=None, metadata={"help": "voxel cap; points opening voxel N+1 are dropped"})
     levels: int = field(default=4, metadata={"help": "spike levels D: counts 0..D"})
     store: str = field(default="both", metadata={"help": "both, feats or spikes"})
+    feature_range: tuple[float, float] = field(
+        default=(0.0, 1.0), metadata={"help": "min max of the channels after x, y, z, mapped "
+                                              "to spikes 0..D (intensity 0 1; normals -1 1)"})
+    point_map: bool = field(default=False, metadata={
+        "help": "also store point_voxel int32 [N]: each input point's voxel (-1 dropped)"})
 
     def __post_init__(self):
         object.__setattr__(self, "voxel_size", tuple(float(v) for v in self.voxel_size))
         object.__setattr__(self, "point_range", tuple(float(v) for v in self.point_range))
+        object.__setattr__(self, "feature_range", tuple(float(v) for v in self.feature_range))
+        lo_hi = self.feature_range
+        if len(lo_hi) != 2 or not all(np.isfinite(lo_hi)) or not lo_hi[0] < lo_hi[1]:
+            raise ConfigError(f"feature_range must be two numbers min < max, got {lo_hi}")
         _check_geometry(self.voxel_size, self.point_range)
         if self.store not in ("both", "feats", "spikes"):
             raise ConfigError(f"store must be both, feats or spikes, got {self.store!r}")
@@ -242,15 +303,23 @@ class SVCParams:
         if self.max_voxels is not None and self.max_voxels < 1:
             raise ConfigError(f"max_voxels must be >= 1 or None, got {self.max_voxels}")
 
-    def encode(self, points: np.ndarray, sensor_size=None, sample_id=None) -> dict[str, np.ndarray]:
-        """Record fields for one cloud: coords, feats and/or spikes, n_points."""
-        r = svc(points, self.voxel_size, self.point_range, self.max_points_per_voxel,
-                self.max_voxels)
+    def encode(self, points: np.ndarray, sensor_size=None, sample_id=None,
+               point_labels=None) -> dict[str, np.ndarray]:
+        """Record fields for one cloud: coords, feats and/or spikes, n_points; with
+        per-point `point_labels` (segmentation datasets) also `voxel_labels` int8 [M], the
+        majority label of each voxel; with `point_map`, `point_voxel` int32 [N]."""
+        r, point_voxel = _svc(points, self.voxel_size, self.point_range,
+                              self.max_points_per_voxel, self.max_voxels)
         out = {"coords": r.coords, "n_points": r.n_points}
         if self.store in ("both", "feats"):
             out["feats"] = r.feats
         if self.store in ("both", "spikes"):
-            out["spikes"] = spike_counts(r.feats, self.point_range, self.levels)
+            out["spikes"] = spike_counts(r.feats, self.point_range, self.levels,
+                                         self.feature_range)
+        if point_labels is not None:
+            out["voxel_labels"] = voxel_labels(point_voxel, point_labels, len(r.coords))
+        if self.point_map:
+            out["point_voxel"] = point_voxel.copy()
         return out
 
     def stats(self, record: dict) -> dict:

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import DatasetError, FormatError
 
 LEARNING_MAP = {
     0: 0, 1: 0, 10: 1, 11: 2, 13: 5, 15: 3, 16: 5, 18: 4, 20: 5, 30: 6, 31: 7, 32: 8,
@@ -41,7 +41,10 @@ _LUT = _lut()
 
 def read_labels(path: str | os.PathLike, n_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(semantic int16 [N] in 0..18 or -1, instance uint16 [N]) from a .label file."""
-    size = os.path.getsize(path)
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise DatasetError("label file is missing", path=path) from None
     if size % 4:
         raise FormatError(f"size {size} B is not a multiple of 4 B (uint32 per point)",
                           path=path, offset=size - size % 4)

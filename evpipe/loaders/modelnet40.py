@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from ..encoders.event_cloud import _fps
+from ..encoders.event_cloud import farthest_point_sample
 from ..errors import ConfigError, DatasetError, FormatError
 from .base import DATASETS, Loader
 
@@ -245,15 +245,6 @@ def read_resampled(path) -> np.ndarray:
     return values.reshape(-1, 6).astype(np.float32)
 
 
-def farthest_points(xyz: np.ndarray, m: int) -> np.ndarray:
-    """int32 [m] sorted indices of m farthest-point-sampled rows of xyz [N, 3] (m <= N),
-    starting from row 0 (pointops' start) and breaking ties by the lower index."""
-    pts = np.ascontiguousarray(np.asarray(xyz, np.float64).T)
-    idx = np.empty(m, np.int32)
-    _fps(pts, 0, idx, np.empty(pts.shape[1], np.float64))
-    return idx
-
-
 def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
     """float32 copy of points [N, C>=3] with xyz centred on their mean and divided by the
     largest norm (PointNet++ `pc_normalize`, Pointcept `NormalizeCoord`; float64 inside);
@@ -321,7 +312,9 @@ class ModelNet40Loader(Loader):
     # meshes at most 5 share a 0.01 voxel, so every point counts in its voxel's mean.
     default_params = {"svc": {"voxel_size": (0.01, 0.01, 0.01),
                               "point_range": (-1.01, -1.01, -1.01, 1.01, 1.01, 1.01),
-                              "max_points_per_voxel": 8}}
+                              "max_points_per_voxel": 8,
+                              # normals: spikes 0..D over [-1, 1]
+                              "feature_range": (-1.0, 1.0)}}
     cli_options = {
         "layout": (str, "auto (default), normal_resampled, hdf5 or off"),
         "num_points": (int, "points per shape, at most (default 8192 as E-3DSNN; 0: all)"),
@@ -450,7 +443,7 @@ class ModelNet40Loader(Loader):
         n = self.options["num_points"]
         if 0 < n < len(points):
             if self.options["sampling"] == "fps":
-                points = points[farthest_points(points[:, :3], n)]
+                points = points[farthest_point_sample(points[:, :3], n)]
             else:
                 points = points[:n]
         try:

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from evpipe.encoders import ENCODINGS
+from evpipe.encoders.event_cloud import farthest_point_sample as farthest_points
 from evpipe.errors import ConfigError, DatasetError, FormatError
 from evpipe.loaders import DATASETS
-from evpipe.loaders.modelnet40 import (CLASSES, farthest_points, normalize_unit_sphere,
-                                       parse_off, read_off, read_resampled, sample_mesh)
+from evpipe.loaders.modelnet40 import (CLASSES, normalize_unit_sphere, parse_off, read_off,
+                                       read_resampled, sample_mesh)
 from evpipe.shards import ShardDataset, read_manifest
 from tests.helpers import run_cli
 

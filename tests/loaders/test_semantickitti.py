@@ -7,12 +7,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from evpipe.encoders import ENCODINGS, svc
+from evpipe.encoders import ENCODINGS, svc, svc_with_point_map, voxel_labels
 from evpipe.errors import DatasetError, FormatError
 from evpipe.io.kitti import read_velodyne
 from evpipe.io.semantickitti import read_labels
 from evpipe.loaders import DATASETS
-from evpipe.loaders.semantickitti import POINT_CLIP, clip_bounds, voxelize_labels
+from evpipe.loaders.semantickitti import POINT_CLIP, clip_bounds
 from evpipe.shards import ShardDataset, read_manifest
 from tests.helpers import run_cli
 
@@ -32,6 +32,12 @@ def assert_svc(stored: dict, points: np.ndarray, **overrides) -> None:
     params = ENCODINGS.get("svc").make(**{**cls.default_params["svc"], **overrides})
     for name, value in params.encode(points).items():
         np.testing.assert_array_equal(stored[name], value, err_msg=name)
+
+
+def voxelize_labels(points, labels, voxel_size, point_range):
+    """svc's voxel_labels and point map for `points` (the code under test)."""
+    r, pv = svc_with_point_map(points, voxel_size, point_range)
+    return voxel_labels(pv, labels, len(r.coords)), pv
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +63,9 @@ def majority(labels: np.ndarray) -> int:
 
 
 def assert_aligned(points, labels, voxel_size, point_range=POINT_CLIP):
-    """voxelize_labels against svc: same voxels in the same order, each voxel's label the
-    majority of the points svc puts in it."""
+    """svc's point map and voxel labels against an independent recomputation: each kept
+    point's float32 cell is its voxel's coords, counts match n_points, and each voxel's
+    label is the majority of the points mapped to it."""
     vl, pv = voxelize_labels(points, labels, voxel_size, point_range)
     ref = svc(points, voxel_size, point_range, max_points_per_voxel=len(points) + 1)
     assert len(vl) == len(ref.coords)
@@ -143,7 +150,7 @@ def test_convert_end_to_end(tree, tmp_path):
     m = read_manifest(tmp_path / "train")
     assert m["encoding"]["params"]["spatial_shape"] == [120, 1408, 1408]
     assert m["encoding"]["params"]["max_points_per_voxel"] == 32
-    assert m["loader"] == {"label_voxel_size": 0.05, "point_labels": False}
+    assert m["loader"] == {"point_labels": False}
     raw_points = read_velodyne(tree / SCAN)
     labels, _ = read_labels(tree / LABEL, len(raw_points))
     for split, seq in (("train", "00"), ("val", "08"), ("test", "11")):
@@ -160,6 +167,7 @@ def test_convert_end_to_end(tree, tmp_path):
             assert set(rec) == {"id", "coords", "feats", "spikes", "n_points"}
             continue
         assert rec["voxel_labels"].dtype == np.int8
+        np.testing.assert_array_equal(raw["point_labels"], labels)
         vl, _ = assert_aligned(raw["points"], labels, (0.05,) * 3)
         np.testing.assert_array_equal(rec["voxel_labels"], vl)
         assert sorted(set(vl.tolist())) == [-1, 12, 14, 15, 17]  # building, vegetation, ...
@@ -169,19 +177,20 @@ def test_convert_end_to_end(tree, tmp_path):
 
 
 def test_point_labels_and_other_voxel_size(tree, tmp_path):
-    ds = convert(tree, tmp_path / "o", "--split", "val", "--point-labels",
-                 "--label-voxel-size", "0.4", "--voxel-size", "0.4", "0.4", "0.4")
+    # Labels follow svc's voxels whatever the geometry: no loader option to keep in step.
+    ds = convert(tree, tmp_path / "o", "--split", "val", "--point-labels", "--point-map",
+                 "--voxel-size", "0.4", "0.4", "0.4")
     rec = ds[0]
     labels, _ = read_labels(tree / LABEL)
     np.testing.assert_array_equal(rec["labels"], labels)
-    raw = loaded(tree, "val", label_voxel_size=0.4, point_labels=True)[0]
-    assert_svc(rec, raw["points"], voxel_size=(0.4,) * 3)
+    raw = loaded(tree, "val", point_labels=True)[0]
+    assert_svc(rec, raw["points"], voxel_size=(0.4,) * 3, point_map=True)
     vl, pv = assert_aligned(raw["points"], labels, (0.4,) * 3)
     np.testing.assert_array_equal(rec["point_voxel"], pv)
     np.testing.assert_array_equal(rec["voxel_labels"], vl)
     assert len(vl) < 50 and (pv >= 0).all()
     test = loaded(tree, "test", point_labels=True)[0]
-    assert set(test) == {"id", "points", "point_voxel"}
+    assert set(test) == {"id", "points"}
 
 
 def test_layout_errors(tree, tmp_path):
@@ -205,5 +214,3 @@ def test_layout_errors(tree, tmp_path):
     (root / "sequences/08/labels/000000.label").write_bytes(b"\0" * 4 * 49)
     with pytest.raises(FormatError, match="49 labels for 50 points"):
         loader(root, "val").load("08/000000")
-    with pytest.raises(Exception, match="label-voxel-size"):
-        loader(root, "val", label_voxel_size=0)
