@@ -184,7 +184,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     for name in DATASETS.names():
         for opt, (typ, help_) in DATASETS.get(name).cli_options.items():
             if opt not in loader_owners:
-                kw = {"action": argparse.BooleanOptionalAction} if typ is bool else {"type": typ}
+                kw = ({"action": argparse.BooleanOptionalAction} if typ is bool else
+                      {"type": typ, "metavar": {int: "N", float: "X"}.get(typ, "NAME")})
                 loader_group.add_argument(_flag(opt), dest=f"opt_{opt}", default=None,
                                           help=help_, **kw)
             loader_owners.setdefault(opt, set()).add(name)

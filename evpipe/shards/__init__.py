@@ -10,7 +10,8 @@ from .format import ShardFile
 from .writer import ShardWriter, read_manifest, sha256_file
 
 _LAZY = {"ShardDataset": "dataset", "ShardSampler": "sampler",
-         "SparseVoxelCollate": "collate", "collate_for": "collate",
+         "SparseVoxelCollate": "collate", "StackCollate": "collate", "PadCollate": "collate",
+         "EventCloudCollate": "collate", "collate_for": "collate",
          "collate_records": "collate", "to_sparse_tensor": "collate"}
 
 __all__ = ["ShardFile", "ShardWriter", "read_manifest", "sha256_file", *_LAZY]

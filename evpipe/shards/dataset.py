@@ -18,6 +18,9 @@ from ..errors import ShardError
 from .format import ShardFile
 from .writer import read_manifest
 
+# Open shard files per process (each keeps its indexes in memory); older ones are closed.
+MAX_OPEN_SHARDS = 32
+
 
 class ShardDataset(Dataset):
     """Records of a shard set (directory with manifest.json) or of a single shard file.
@@ -72,9 +75,12 @@ class ShardDataset(Dataset):
             # Forked worker: never touch the parent's handles, open our own.
             self._open = {}
             self._pid = os.getpid()
-        f = self._open.get(s)
+        f = self._open.pop(s, None)
         if f is None:
-            f = self._open[s] = ShardFile(self.files[s])
+            if len(self._open) >= MAX_OPEN_SHARDS:
+                self._open.pop(next(iter(self._open))).close()  # least recently used
+            f = ShardFile(self.files[s])
+        self._open[s] = f  # most recently used last
         return f
 
     def __getitem__(self, index: int) -> dict:

@@ -209,3 +209,15 @@ def test_dataloader_workers_and_sparse_collate(tmp_path):
         conv = spconv.SubMConv3d(4, 2, 3)
         assert conv(x).features.shape == (len(batch["coords"]), 2)
     assert sorted(ids) == sorted(r["id"] for r in recs)
+
+
+def test_open_shards_are_capped(tmp_path, monkeypatch):
+    from evpipe.shards import dataset as ds_mod
+    monkeypatch.setattr(ds_mod, "MAX_OPEN_SHARDS", 2)
+    recs = make_records(7)
+    write_set(tmp_path / "s", recs, per=1)
+    ds = ShardDataset(tmp_path / "s")
+    for i in (0, 1, 2, 0, 5, 6, 3):
+        assert_record_equal(ds[i], recs[i])
+        assert len(ds._open) <= 2
+    assert list(ds._open) == [6, 3]
