@@ -74,6 +74,7 @@ def label_windows(chunks: Iterator[np.ndarray], t_labels: np.ndarray, window_us:
     window is complete (an event after its end has been seen).
     """
     buf = empty_events()
+    bt = np.zeros(0, np.int64)  # buf["t"], contiguous: searchsorted would copy a view
     carry = None
     k, n = 0, len(t_labels)
     if not n:
@@ -85,15 +86,16 @@ def label_windows(chunks: Iterator[np.ndarray], t_labels: np.ndarray, window_us:
             np.maximum(t, carry, out=t)
         carry = t[-1]
         buf = concat_events([buf, chunk])
-        bt = buf["t"]
+        bt = np.concatenate([bt, t])
         while k < n and t_labels[k] < carry:
             yield _window(buf, bt, t_labels[k], window_us)
             k += 1
         if k == n:
             return
-        buf = buf[np.searchsorted(bt, t_labels[k] - window_us, side="left"):]
+        keep = np.searchsorted(bt, t_labels[k] - window_us, side="left")
+        buf, bt = buf[keep:], bt[keep:]
     for tl in t_labels[k:]:
-        yield _window(buf, buf["t"], tl, window_us)
+        yield _window(buf, bt, tl, window_us)
 
 
 def _window(buf: np.ndarray, t: np.ndarray, t_label, window_us: int) -> np.ndarray:
