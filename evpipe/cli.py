@@ -98,11 +98,24 @@ def _cmd_convert(args, owners) -> int:
                       params=_collect_params(args, owners, args.to),
                       loader_options=loader_options, workers=args.workers, limit=args.limit,
                       skip_bad=args.skip_bad, samples_per_shard=args.samples_per_shard,
-                      progress=not args.quiet)
+                      progress=not args.quiet, scheduler=args.scheduler)
     if summary.already_complete:
         print("already complete: nothing to do", file=sys.stderr)
     print("\n".join(summary.lines()))
     return 0
+
+
+def _cmd_verify_shards(args) -> int:
+    from .shards.verify import verify_shards
+    problems, manifest = verify_shards(args.path, decode=not args.quick)
+    for line in problems:
+        print(line)
+    n = len(manifest["shards"])
+    bad = sorted({line.split(":")[0] for line in problems if line.startswith("shard-")})
+    print(f"{args.path}: {n} shard(s), {manifest['total_samples']} samples: "
+          + ("intact" if not problems else f"{len(problems)} problem(s); bad shards: "
+             + (", ".join(bad) or "none")))
+    return 1 if problems else 0
 
 
 def _cmd_info(args) -> int:
@@ -173,7 +186,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     c.add_argument("--split", help="split name (default: the dataset's first); " + "; ".join(
         f"{n}: {', '.join(DATASETS.get(n).splits)}" for n in DATASETS.names()))
     c.add_argument("--out", help="output folder (default: shards/<dataset>-<encoding>-<split>)")
-    c.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    c.add_argument("--workers", type=int, default=1, help="local processes (default 1)")
+    c.add_argument("--scheduler", metavar="ADDR",
+                   help="run the shards on a Dask cluster (tcp://host:port); workers need "
+                        "evpipe and the same paths to --root and --out")
     c.add_argument("--limit", type=int, help="convert only the first N samples")
     c.add_argument("--skip-bad", action="store_true",
                    help="skip unreadable samples (listed in the manifest) instead of stopping")
@@ -197,6 +213,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
     i = sub.add_parser("info", help="summarise a shard set, a shard file or an event file")
     i.add_argument("path")
+
+    vs = sub.add_parser("verify-shards", help="check a shard set: checksums, indexes, "
+                                              "counts, every sample decodes")
+    vs.add_argument("path")
+    vs.add_argument("--quick", action="store_true", help="skip decoding every sample")
 
     # "resolve": the view's own flags, added after the encoding parameters, take over
     # parameter flags of the same name (event_cloud's --window-us: here the window is picked
@@ -253,6 +274,8 @@ def main(argv=None) -> int:
             return _cmd_convert(args, owners)
         if args.command == "info":
             return _cmd_info(args)
+        if args.command == "verify-shards":
+            return _cmd_verify_shards(args)
         if args.command == "view":
             return _cmd_view(args)
         if args.command == "download":

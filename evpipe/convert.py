@@ -9,6 +9,7 @@ resumable: finished shards are kept and the rest is redone.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -57,6 +58,16 @@ def job_module(job: Job) -> str:
 def _init_worker(job: Job, progress) -> None:
     _worker_state["built"] = job.build()
     _worker_state["progress"] = progress
+
+
+def run_shard_on_worker(job: Job, task: ShardTask) -> dict:
+    """`run_shard` on a Dask worker: the loader and encoder are built once per worker
+    process and job."""
+    key = json.dumps(dataclasses.asdict(job), sort_keys=True)
+    built = _worker_state.get(key)
+    if built is None:
+        built = _worker_state[key] = job.build()
+    return run_shard(task, built, progress=lambda n: None)
 
 
 @dataclass(frozen=True)
@@ -168,8 +179,14 @@ def _record_stats(params, record: dict) -> dict:
 def convert(dataset: str, encoding: str, *, root: str | os.PathLike, out: str | os.PathLike,
             split: str = "train", params: dict | None = None, loader_options: dict | None = None,
             workers: int = 1, limit: int | None = None, skip_bad: bool = False,
-            samples_per_shard: int = 256, progress: bool = True) -> Summary:
-    """Convert `dataset` at `root` into shards of `encoding` under `out`; see module doc."""
+            samples_per_shard: int = 256, progress: bool = True,
+            scheduler: str | None = None) -> Summary:
+    """Convert `dataset` at `root` into shards of `encoding` under `out`; see module doc.
+
+    `scheduler`: address of a Dask distributed scheduler (tcp://host:port) or a
+    `dask.distributed.Client`; shards are then converted on its workers, which need evpipe
+    installed and `root` and `out` at the same paths. Otherwise `workers` local processes.
+    """
     t0 = time.perf_counter()
     loader_cls = DATASETS.get(dataset)
     spec = ENCODINGS.get(encoding)
@@ -199,7 +216,8 @@ def convert(dataset: str, encoding: str, *, root: str | os.PathLike, out: str | 
                "samples_per_shard": samples_per_shard, "evpipe_version": __version__})
     summary = Summary(out=str(out), resumed_shards=len(writer.manifest["shards"]))
     if not writer.complete:
-        _run(job, loader, encoder, items, writer, workers, skip_bad, progress, summary)
+        _run(job, loader, encoder, items, writer, workers, skip_bad, progress, summary,
+             scheduler)
         writer.close()
     else:
         summary.already_complete = True
@@ -214,7 +232,8 @@ def convert(dataset: str, encoding: str, *, root: str | os.PathLike, out: str | 
     return summary
 
 
-def _run(job, loader, encoder, items, writer, workers, skip_bad, progress, summary) -> None:
+def _run(job, loader, encoder, items, writer, workers, skip_bad, progress, summary,
+         scheduler=None) -> None:
     start, per = writer.done_sources, writer.samples_per_shard
     tasks = [ShardTask(writer.next_index + k, lo, min(lo + per, len(items)),
                        items[lo:lo + per], str(writer.tmp_path(writer.next_index + k)),
@@ -232,7 +251,9 @@ def _run(job, loader, encoder, items, writer, workers, skip_bad, progress, summa
             bar.write(f"skipped {s['id']}: {s['error']}")
 
     try:
-        if workers == 1:
+        if scheduler is not None:
+            _run_dask(job, tasks, scheduler, bar, commit)
+        elif workers == 1:
             for task in tasks:
                 commit(run_shard(task, (loader, encoder), bar.update))
         else:
@@ -273,3 +294,40 @@ def _run_pool(job, tasks, workers, bar, commit) -> None:
             bar.update(queue.get())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_dask(job, tasks, scheduler, bar, commit) -> None:
+    """Shards as Dask tasks (per source range, so any worker can redo one), at most two
+    per worker thread in flight, committed in order by this driver."""
+    try:
+        from dask.distributed import Client, wait as dask_wait
+    except ImportError:
+        raise ConfigError("--scheduler needs dask.distributed: pip install 'evpipe[dask]'") from None
+    own = not isinstance(scheduler, Client)
+    try:
+        client = Client(scheduler, timeout="30s") if own else scheduler
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+    limit = max(2, 2 * sum(client.nthreads().values()))
+    todo = collections.deque(tasks)
+    running, done = {}, {}
+    next_index = tasks[0].index if tasks else 0
+    try:
+        while todo or running:
+            while todo and len(running) < limit:
+                task = todo.popleft()
+                fut = client.submit(run_shard_on_worker, job, task, pure=False)
+                running[fut] = task
+            finished = dask_wait(list(running), return_when="FIRST_COMPLETED").done
+            for fut in finished:
+                task = running.pop(fut)
+                done[task.index] = fut.result()
+                bar.update(task.hi - task.lo)
+            while next_index in done:
+                commit(done.pop(next_index))
+                next_index += 1
+    finally:
+        for fut in running:
+            fut.cancel()
+        if own:
+            client.close()

@@ -140,7 +140,9 @@ class ShardFileWriter:
         self.schema = schema
         self.fixed = frozenset(fixed)
         self._attrs = attrs
-        self._f = h5py.File(path, "w", libver="v110")
+        # No chunk cache: every chunk goes to the file when written, so the layout (and the
+        # bytes) depend only on the records, not on cache state (seen differ in Dask workers).
+        self._f = h5py.File(path, "w", libver="v110", rdcc_nbytes=0)
         self._ids: list[str] = []
         self._small: dict[str, list] = {}
         self._pending: dict[str, list] = {}
