@@ -31,9 +31,10 @@ WINDOW_US = 50_000
 BINS, CUTOFF = 10, 10
 
 
-def make_recording(folder: Path, seconds: float, rate: float, seed: int = 0) -> Path:
-    """A Gen1-style train/<name>_td.dat + _bbox.npy pair: `rate` events/s of uniform noise
-    plus a moving blob, one labelled box every 50 ms (v2 bbox dtype)."""
+def make_recording(folder: Path, seconds: float, rate: float, seed: int = 0,
+                   label_every_us: int = WINDOW_US) -> Path:
+    """A Gen1-style train/<name>_td.dat + _bbox.npy pair: `rate` events/s of uniform
+    noise, one labelled box every `label_every_us` (v2 bbox dtype)."""
     split = folder / "train"
     split.mkdir(parents=True)
     name = "17-04-06_09-57-37_0_60000000"
@@ -51,7 +52,7 @@ def make_recording(folder: Path, seconds: float, rate: float, seed: int = 0) -> 
             ev["y"] = rng.integers(0, SIZE.height, m)
             ev["p"] = rng.integers(0, 2, m)
             f.write(dat_records(ev))
-    ts = np.arange(WINDOW_US, int(seconds * 1e6), WINDOW_US, dtype=np.int64)
+    ts = np.arange(label_every_us, int(seconds * 1e6), label_every_us, dtype=np.int64)
     boxes = np.zeros(len(ts), dtype=[("t", "<i8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"),
                                      ("h", "<f4"), ("class_id", "<u4"), ("track_id", "<u4"),
                                      ("class_confidence", "<f4")])
