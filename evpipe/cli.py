@@ -270,6 +270,8 @@ def main(argv=None) -> int:
     parser, owners = build_parser()
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "func"):
+            return args.func(args)
         if args.command == "convert":
             return _cmd_convert(args, owners)
         if args.command == "info":

@@ -9,6 +9,8 @@ resumable: finished shards are kept and the rest is redone.
 from __future__ import annotations
 
 import collections
+import ctypes
+import ctypes.util
 import dataclasses
 import hashlib
 import json
@@ -60,12 +62,30 @@ def _init_worker(job: Job, progress) -> None:
     _worker_state["progress"] = progress
 
 
+def restore_malloc_reuse() -> None:
+    """Undo Dask's nanny default `MALLOC_TRIM_THRESHOLD_=65536` in this process.
+
+    That variable switches off glibc's dynamic mmap threshold, so every NumPy array over
+    128 KiB is a fresh mmap that page-faults on first touch: `convert kitti --to svc` on a
+    2-worker LocalCluster ran 3.6x slower than a local worker (measured here). Fixed
+    thresholds (mmap 32 MiB, trim 64 MiB) let freed blocks be reused again."""
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 << 20)   # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass                         # not glibc: nothing to undo
+
+
 def run_shard_on_worker(job: Job, task: ShardTask) -> dict:
     """`run_shard` on a Dask worker: the loader and encoder are built once per worker
     process and job."""
     key = json.dumps(dataclasses.asdict(job), sort_keys=True)
     built = _worker_state.get(key)
     if built is None:
+        restore_malloc_reuse()
         built = _worker_state[key] = job.build()
     return run_shard(task, built, progress=lambda n: None)
 

@@ -2,7 +2,7 @@
 LocalCluster (same input, so the cluster path's overhead shows), and peak RSS of
 converting one 200M-event recording with every event encoding.
 
-Usage: python tools/bench_scale.py [--scans 600] [--events 200000000] [--skip-rss]
+Usage: python tools/bench_scale.py [--scans 600] [--events 200000000] [--skip-rss] [--skip-throughput]
        [--data ../shared/data/kitti] [--workdir DIR]
 Prints Markdown tables (the README carries them).
 """
@@ -105,10 +105,12 @@ def main() -> None:
     ap.add_argument("--scans", type=int, default=600)
     ap.add_argument("--events", type=int, default=200_000_000)
     ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        bench_throughput(args.data, args.scans, Path(tmp))
+        if not args.skip_throughput:
+            bench_throughput(args.data, args.scans, Path(tmp))
         if not args.skip_rss:
             bench_rss(args.events, Path(tmp))
 
