@@ -1,6 +1,12 @@
-"""Spiking models and building blocks: neurons, GAC, spconv compatibility."""
+"""Spiking models and building blocks: neurons (LIF, I-LIF), GAC and the GAC-coded
+MS-ResNet, E-3DSNN (spconv), SpikePoint, and the activity / energy report."""
 
+from .e3dsnn import E3DSNN, E3DSNNSeg
+from .energy import activity_report, format_report
 from .gac import GAC
-from .neurons import LIF
+from .gac_resnet import GACResNet
+from .neurons import ILIF, LIF
+from .spikepoint import SpikePoint
 
-__all__ = ["GAC", "LIF"]
+__all__ = ["E3DSNN", "E3DSNNSeg", "GAC", "GACResNet", "ILIF", "LIF", "SpikePoint",
+           "activity_report", "format_report"]

@@ -96,7 +96,7 @@ def _check_sizes(name: str, channels, blocks) -> tuple[tuple[int, ...], tuple[in
 class SpikePoint(nn.Module):
     """SpikePoint classifier: groups float `[B, M, K, in_channels]` with values in [0, 1]
     (`event_cloud` groups, C = 6 for modes abs/shift, 9 for split) -> logits float32
-    `[B, num_classes]`. Any M and K; values outside [0, 1] are clamped.
+    `[B, num_classes]`. Any M, K >= 1; values outside [0, 1] are clamped.
 
     Rate coding (module docstring) happens inside `forward(groups, generator=None)`:
     - `coding="bernoulli"` (default): T steps of s_t = 1[u_t < p], u_t ~ U[0, 1) drawn
@@ -168,9 +168,9 @@ class SpikePoint(nn.Module):
     def features(self, groups: torch.Tensor,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Pooled global features (real, before the head LIF) `[B, T, c_global]`."""
-        if groups.dim() != 4 or groups.shape[-1] != self.in_channels:
-            raise ValueError(f"SpikePoint expects groups [B, M, K, {self.in_channels}], "
-                             f"got {tuple(groups.shape)}")
+        if groups.dim() != 4 or groups.shape[-1] != self.in_channels or 0 in groups.shape[1:3]:
+            raise ValueError(f"SpikePoint expects groups [B, M, K, {self.in_channels}] with "
+                             f"M, K >= 1, got {tuple(groups.shape)}")
         x = self.local(self.embed(self.encode(groups, generator)))
         x = self.local_bn(x.amax(dim=3))
         return self.global_bn(self.glob(x).amax(dim=2))
