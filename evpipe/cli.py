@@ -175,6 +175,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     from .download import card_names
     from .encoders import ENCODINGS
     from .loaders import DATASETS
+    from .train_cli import add_parsers as add_train_parsers
     p = argparse.ArgumentParser(prog="evpipe", description=__doc__)
     p.add_argument("--version", action="version", version=f"evpipe {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -263,6 +264,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     y.add_argument("--deep", action="store_true",
                    help="also decode every sample through the loader")
     y.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    add_train_parsers(sub)
     return p, owners
 
 
