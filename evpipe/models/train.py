@@ -30,7 +30,6 @@ rng, metrics, best_accuracy.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -47,8 +46,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..errors import ConfigError, EvpipeError, ShardError
-from ..train_cli import FRAME_INPUTS, RECIPES, add_parsers, valid_pairs
+from ..errors import ConfigError, ShardError
+from ..train_cli import FRAME_INPUTS, RECIPES, valid_pairs
 
 CHECKPOINT_FORMAT = "evpipe-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -686,19 +685,3 @@ def evaluate_command(args) -> int:
                       model=meta["model"], epoch=meta["epoch"])
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     return 0
-
-
-def main(argv=None) -> int:
-    """`python -m evpipe.models.train {train,eval} ...` (the same as `evpipe train|eval`)."""
-    parser = argparse.ArgumentParser(prog="evpipe", description=__doc__.split("\n")[0])
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except EvpipeError as e:
-        print(f"evpipe: error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
