@@ -175,6 +175,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     from .download import card_names
     from .encoders import ENCODINGS
     from .loaders import DATASETS
+    from .stream.cli import add_parsers as add_stream_parsers
     from .train_cli import add_parsers as add_train_parsers
     p = argparse.ArgumentParser(prog="evpipe", description=__doc__)
     p.add_argument("--version", action="version", version=f"evpipe {__version__}")
@@ -266,6 +267,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     y.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     add_train_parsers(sub)
+    add_stream_parsers(sub)
     return p, owners
 
 
