@@ -329,3 +329,23 @@ def test_eval_command_line(shapes, e3dsnn_run, tmp_path):
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1].startswith("evpipe: error: ")
     assert "not a loadable checkpoint" in bad.stderr
+
+
+def test_stream_runs_a_trained_checkpoint(motion_root, gac_run, tmp_path):
+    """`evpipe stream --model` on a replayed recording: one window holding the whole file,
+    predicted as the predictor predicts the offline encoding of the same events."""
+    path = motion_root / "Test" / "0" / "00000.bin"
+    events = read_events(path)
+    span = int(events["t"][-1] - events["t"][0]) + 1
+    out = tmp_path / "stream.jsonl"
+    rc, _, err = run("stream", f"replay:{path}?speed=0", "--model", gac_run / "last.pt",
+                     "--window-us", span, "--out", out, "-q")
+    assert rc == 0, err
+    *windows, summary = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["summary"]["events"] == len(events) and len(windows) == 1
+    assert windows[0]["n_events"] == len(events)
+    predictor = load_predictor(gac_run / "last.pt")
+    params = ENCODINGS.get("frames").make(**predictor.encoding["params"])
+    offline = predictor(params.encode(events, sensor_size=NMNIST_SENSOR, sample_id="0"))
+    assert windows[0]["prediction"]["class"] == offline["class"]
+    assert windows[0]["prediction"]["scores"] == pytest.approx(offline["scores"], abs=1e-6)
