@@ -6,7 +6,8 @@
    (the documented one) against evpipe's AEDAT 4 packet route (evpipe/stream/dvio.py).
 2. Sustained events/s through dv:// and tcp:// with the frames encoder, without and
    with a small torch model, against a target rate (a synthetic 640x480 EVT 2.0
-   recording written to a temporary folder, replayed by `evpipe serve` at the rate).
+   recording made at the target rate, replayed by `evpipe serve` at speed 1, so each
+   window holds as many events as it would live).
    Reported per run: the server's send rate, the rate received and windowed (Mev/s)
    and its ratio to the target, window latency p50/p99
    (prediction done - arrival of the window's last event), dropped events, events lost
@@ -138,7 +139,7 @@ def main() -> None:
     args = ap.parse_args()
 
     rec_s = 1.0
-    base = synthetic(10.0, rec_s)                                # 10 Mev/s, 1 s
+    base = synthetic(10.0, 0.5)
     print("NumPy -> dv.EventStore (dv-processing "
           f"{import_dv().__version__}), 10k-event packets")
     print(f"{'route':40s} {'events':>10s} {'Mev/s':>8s} {'ratio':>7s}")
@@ -146,8 +147,17 @@ def main() -> None:
         print(f"{name:40s} {n:>10d} {mev:>8.1f} {ratio:>6.1f}x")
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "synthetic_10mev.raw"
-        write_events(path, base, "evt2", (W, H))
+        recordings = {}
+
+        def recording(rate: float) -> Path:
+            """A 1 s EVT 2.0 recording at `rate` Mev/s of sensor time, so that a window
+            holds what it would hold live at that rate."""
+            if rate not in recordings:
+                path = Path(tmp) / f"synthetic_{rate:g}mev.raw"
+                write_events(path, synthetic(rate, rec_s), "evt2", (W, H))
+                recordings[rate] = path
+            return recordings[rate]
+
         model = None if args.skip_model else small_model()
         runs = [("dv", args.dv_mev, None), ("tcp", args.tcp_mev, None)]
         if model is not None:
@@ -155,16 +165,17 @@ def main() -> None:
         runs.append(("tcp", 0.0, None))
         print(f"\nloopback, frames encoder (n_bins {args.n_bins}, {W}x{H}), "
               f"{args.window_us / 1e3:g} ms windows, {args.seconds:g} s per run, "
-              f"{os.cpu_count()} cores shared by server and client")
+              f"{os.cpu_count()} cores shared by server and client; recordings made at the "
+              "target rate and served at speed 1 (max: the tcp:// one at speed 0)")
         print(f"{'transport':9s} {'model':6s} {'target':>6s} {'sent':>6s} {'Mev/s':>7s} "
               f"{'ratio':>6s} "
               f"{'p50 ms':>7s} {'p99 ms':>7s} {'events':>10s} {'dropped':>9s} {'lost':>7s} "
               f"{'unacc.':>6s}")
         for protocol, target, mdl in runs:
-            speed = target / 10.0 if target else 0.0
-            repeat = max(1, round(args.seconds * (speed or 4.0) / rec_s))
-            r = run(protocol, path, speed, repeat, args.window_us, mdl, target or float("nan"),
-                    args.n_bins)
+            path = recording(target or args.tcp_mev)
+            repeat = max(1, round(args.seconds / rec_s))
+            r = run(protocol, path, 1.0 if target else 0.0, repeat, args.window_us, mdl,
+                    target or float("nan"), args.n_bins)
             tgt = f"{target:g}" if target else "max"
             ratio = f"{r['ratio']:.2f}" if target else "-"
             p50 = "-" if r["p50"] is None else f"{r['p50']:.1f}"
