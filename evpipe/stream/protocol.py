@@ -174,9 +174,6 @@ class PacketDecoder:
             if flags & FLAG_CRC and zlib.crc32(payload) != crc:
                 self.malformed += 1
                 continue
-            if check_events(payload.view(EVENT_DTYPE), self.width, self.height) >= 0:
-                self.malformed += 1
-                continue
             good.append(payload)
             total += count
         out = np.empty(total, EVENT_DTYPE)
@@ -185,9 +182,26 @@ class PacketDecoder:
         for payload in good:
             raw[pos:pos + len(payload)] = payload
             pos += len(payload)
+        # One check of everything received (one kernel call per read, not per packet);
+        # only when it finds a bad event are the packets checked one by one and dropped.
+        if total and check_events(out, self.width, self.height) >= 0:
+            out = self._without_bad_packets(out, [len(g) // RECORD_SIZE for g in good])
         if short:
             self._reserve(short - (self.end - self.start))
         return out
+
+    def _without_bad_packets(self, events: np.ndarray, counts: list[int]) -> np.ndarray:
+        """`events` less the packets (of `counts` events each, in order) that hold an event
+        off the sensor or with p not 0/1; each such packet counts as malformed."""
+        keep, pos = [], 0
+        for count in counts:
+            part = events[pos:pos + count]
+            pos += count
+            if check_events(part, self.width, self.height) >= 0:
+                self.malformed += 1
+            else:
+                keep.append(part)
+        return concat_events(keep) if len(keep) != len(counts) else events
 
     def _resync(self) -> None:
         """Skip to the next packet magic after a bad header; a run of bad bytes counts as
