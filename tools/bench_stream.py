@@ -94,6 +94,70 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def framed_stream(path: Path, rate_mev: float, seconds: float) -> np.ndarray:
+    """Write a whole tcp:// byte stream (header, 10k-event packets at `rate_mev` Mev/s of
+    sensor time, end packet) to `path`; int64 [packets, 2]: (end byte offset, t_last us)."""
+    from evpipe.stream.protocol import end_packet, packet_header, stream_header
+    ev = synthetic(rate_mev, 1.0)
+    marks = []
+    with open(path, "wb") as f:
+        f.write(stream_header(W, H))
+        for k in range(max(1, round(seconds))):
+            if k:
+                ev["t"] += 1_000_000
+            for s in range(0, len(ev), 10_000):
+                pk = ev[s:s + 10_000]
+                f.write(packet_header(pk))
+                f.write(pk.tobytes())
+                marks.append((f.tell(), int(pk["t"][-1])))
+        f.write(end_packet())
+    return np.array(marks, np.int64)
+
+
+def sendfile_sender(path: str, marks: np.ndarray, port: int) -> None:
+    """Serve one client the pre-framed stream with os.sendfile (the kernel copies; the
+    sender takes almost no CPU), 1M events per call, paced on the events' clock."""
+    import socket
+    srv = socket.create_server(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    fd = os.open(path, os.O_RDONLY)
+    size, off, wall0 = os.fstat(fd).st_size, 0, time.monotonic()
+    for j in range(99, len(marks) + 99, 100):
+        end, t_last = marks[min(j, len(marks) - 1)]
+        delay = wall0 + (t_last - marks[0, 1]) / 1e6 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        while off < end:
+            off += os.sendfile(conn.fileno(), fd, off, int(end) - off)
+    while off < size:
+        off += os.sendfile(conn.fileno(), fd, off, size - off)
+    conn.close()
+    srv.close()
+
+
+def client_capacity(rate_mev: float, seconds: float, window_us: int, n_bins: int) -> dict:
+    """`run_stream` over tcp:// from a sendfile sender at `rate_mev` (no evpipe serve)."""
+    import multiprocessing
+    folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        path = Path(tmp) / "stream.bin"
+        marks = framed_stream(path, rate_mev, seconds)
+        port = free_port()
+        sender = multiprocessing.get_context("spawn").Process(
+            target=sendfile_sender, args=(str(path), marks, port))
+        sender.start()
+        try:
+            s = run_stream(f"tcp://127.0.0.1:{port}", encoding="frames",
+                           params={"n_bins": n_bins}, windows=WindowSpec(window_us=window_us),
+                           config=StreamConfig(reconnect=0, connect_timeout_s=60,
+                                               report_seconds=0))
+        finally:
+            sender.join(60)
+            if sender.is_alive():
+                sender.kill()
+    return s
+
+
 def run(protocol: str, path: Path, speed: float, repeat: int, window_us: int, model,
         target_mev: float, n_bins: int) -> dict:
     port = free_port()
@@ -136,6 +200,8 @@ def main() -> None:
     ap.add_argument("--dv-mev", type=float, default=10.0, help="dv:// target rate, Mev/s")
     ap.add_argument("--tcp-mev", type=float, default=100.0, help="tcp:// target rate, Mev/s")
     ap.add_argument("--skip-model", action="store_true", help="no runs with the torch model")
+    ap.add_argument("--skip-capacity", action="store_true",
+                    help="no client-capacity run (it writes a ~5 GB stream to /dev/shm)")
     args = ap.parse_args()
 
     rec_s = 1.0
@@ -184,6 +250,17 @@ def main() -> None:
                   f"{r['sent_rate']:>6.1f} {r['rate']:>7.1f} {ratio:>6s} {p50:>7s} {p99:>7s} {r['events']:>10d} "
                   f"{r['dropped']:>9d} {str(r['lost']):>7s} {r['unaccounted']:>6d}",
                   flush=True)
+
+
+    if not args.skip_capacity:
+        s = client_capacity(args.tcp_mev, args.seconds, args.window_us, args.n_bins)
+        print(f"\nclient capacity: tcp:// from a pre-framed stream sent with os.sendfile "
+              f"at {args.tcp_mev:g} Mev/s (no evpipe serve), frames encoder, no model")
+        print(f"received {s['events_per_s'] / 1e6:.1f} Mev/s, windowed "
+              f"{s['window_events'] / s['seconds'] / 1e6:.1f} Mev/s, dropped "
+              f"{100 * s['dropped_events'] / max(s['events'], 1):.0f} %, p50 "
+              f"{s['p50_latency_ms']:.1f} ms, p99 {s['p99_latency_ms']:.1f} ms, unaccounted "
+              f"{s['events'] - s['window_events'] - s['dropped_events']}")
 
 
 if __name__ == "__main__":
