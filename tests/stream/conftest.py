@@ -22,6 +22,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as at a terminal even when the tests run in a background job (shells start
+    those with SIGINT ignored, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Proc:
     """`python -m evpipe.cli ARGS` with stdout/stderr in files; killed at teardown."""
 
@@ -31,7 +37,8 @@ class Proc:
         with open(self.out, "wb") as o, open(self.err, "wb") as e:
             self.p = subprocess.Popen([sys.executable, "-m", "evpipe.cli",
                                        *map(str, args)], stdout=o, stderr=e, cwd=REPO,
-                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                      env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                      preexec_fn=_default_sigint)
 
     def wait(self, timeout: float) -> int:
         try:
