@@ -67,7 +67,7 @@ def _collect_params(args, owners: dict[str, set], encoding: str) -> dict:
     return params
 
 
-def _cmd_convert(args, owners) -> int:
+def _cmd_convert(args) -> int:
     from .convert import convert
     from .loaders import DATASETS
     loader_cls = DATASETS.get(args.dataset)
@@ -95,7 +95,7 @@ def _cmd_convert(args, owners) -> int:
                               f"(it belongs to {', '.join(sorted(owner_names))})")
         loader_options[name] = value
     summary = convert(args.dataset, args.to, root=root, out=out, split=split,
-                      params=_collect_params(args, owners, args.to),
+                      params=_collect_params(args, args.param_owners, args.to),
                       loader_options=loader_options, workers=args.workers, limit=args.limit,
                       skip_bad=args.skip_bad, samples_per_shard=args.samples_per_shard,
                       progress=not args.quiet, scheduler=args.scheduler)
@@ -171,7 +171,7 @@ def _cmd_verify(args) -> int:
     return 1 if problems else 0
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+def build_parser() -> argparse.ArgumentParser:
     from .download import card_names
     from .encoders import ENCODINGS
     from .loaders import DATASETS
@@ -210,16 +210,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     for action in loader_group._group_actions:
         names = loader_owners[action.dest.removeprefix("opt_")]
         action.help = f"{action.help} ({', '.join(sorted(names))})"
-    c.set_defaults(loader_owners=loader_owners)
-    owners = _add_param_flags(c, ENCODINGS, "encoding")
+    c.set_defaults(func=_cmd_convert, loader_owners=loader_owners,
+                   param_owners=_add_param_flags(c, ENCODINGS, "encoding"))
 
     i = sub.add_parser("info", help="summarise a shard set, a shard file or an event file")
     i.add_argument("path")
+    i.set_defaults(func=_cmd_info)
 
     vs = sub.add_parser("verify-shards", help="check a shard set: checksums, indexes, "
                                               "counts, every sample decodes")
     vs.add_argument("path")
     vs.add_argument("--quick", action="store_true", help="skip decoding every sample")
+    vs.set_defaults(func=_cmd_verify_shards)
 
     # "resolve": the view's own flags, added after the encoding parameters, take over
     # parameter flags of the same name (event_cloud's --window-us: here the window is picked
@@ -242,7 +244,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     size.add_argument("--n-events", type=int, metavar="N", help="window length, events")
     v.add_argument("--color-by", choices=("height", "count"), default="height",
                    help="svc bird's-eye view colour: voxel height or spike count")
-    v.set_defaults(view_owners=view_owners)
+    v.set_defaults(func=_cmd_view, view_owners=view_owners)
 
     cards = card_names()
     d = sub.add_parser("download", help="fetch a dataset's public files into a folder "
@@ -258,6 +260,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     d.add_argument("--retries", type=int, default=3, metavar="N",
                    help="resumes per mirror after a dropped connection (default 3)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=_cmd_download)
 
     y = sub.add_parser("verify", help="check a local copy of a dataset against its card")
     y.add_argument("dataset", choices=cards)
@@ -265,37 +268,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     y.add_argument("--deep", action="store_true",
                    help="also decode every sample through the loader")
     y.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    y.set_defaults(func=_cmd_verify)
 
     add_train_parsers(sub)
     add_stream_parsers(sub)
-    return p, owners
+    return p
 
 
 def main(argv=None) -> int:
-    parser, owners = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        if hasattr(args, "func"):
-            return args.func(args)
-        if args.command == "convert":
-            return _cmd_convert(args, owners)
-        if args.command == "info":
-            return _cmd_info(args)
-        if args.command == "verify-shards":
-            return _cmd_verify_shards(args)
-        if args.command == "view":
-            return _cmd_view(args)
-        if args.command == "download":
-            return _cmd_download(args)
-        if args.command == "verify":
-            return _cmd_verify(args)
+        return args.func(args)
     except EvpipeError as e:
         print(f"evpipe: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("evpipe: interrupted", file=sys.stderr)
         return 130
-    return 2
 
 
 if __name__ == "__main__":

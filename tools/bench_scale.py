@@ -10,7 +10,6 @@ Prints Markdown tables (the README carries them).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,25 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gen1 import make_recording  # noqa: E402  (tools/ is not a package)
+from benchlib import kitti_tree  # noqa: E402
 
 from evpipe.convert import convert  # noqa: E402
 from evpipe.shards import read_manifest  # noqa: E402
 
 ENCODINGS = ("events", "frames", "voxel_grid", "stacked_histogram", "time_surface",
              "event_cloud", "poisson")
-
-
-def kitti_tree(data: Path, root: Path, n: int) -> Path:
-    """A KITTI tree of n frames linked to the three real ones."""
-    for sub, ext in (("velodyne", "bin"), ("label_2", "txt"), ("calib", "txt"),
-                     ("image_2", "png")):
-        (root / "training" / sub).mkdir(parents=True)
-        for i in range(n):
-            os.symlink((data / "training" / sub / f"{i % 3:06d}.{ext}").resolve(),
-                       root / "training" / sub / f"{i:06d}.{ext}")
-    (root / "ImageSets").mkdir()
-    (root / "ImageSets" / "train.txt").write_text("".join(f"{i:06d}\n" for i in range(n)))
-    return root
 
 
 def bench_throughput(data: Path, scans: int, work: Path) -> None:

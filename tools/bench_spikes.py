@@ -17,8 +17,6 @@ Prints Markdown tables (median of `--repeat` interleaved runs after one warm-up 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numba
@@ -30,18 +28,7 @@ from evpipe.encoders.poisson import poisson
 from evpipe.events import make_events
 from evpipe.io import read_events
 
-
-def timed(fns: dict, repeat: int) -> dict:
-    """Median seconds per function; each round calls every function once, interleaved."""
-    for fn in fns.values():
-        fn()
-    times: dict = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+from benchlib import timed
 
 
 def bench_poisson(repeat: int) -> None:

@@ -8,8 +8,6 @@ Prints Markdown tables (the README carries them).
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,22 +21,10 @@ from spconv.pytorch.utils import PointToVoxel
 from evpipe.encoders import svc
 from evpipe.io.kitti import read_velodyne
 
+from benchlib import kitti_tree, timed
+
 RANGE = [0, -40, -3, 70.4, 40, 1]
 VOXEL = [0.05, 0.05, 0.1]
-
-
-def timed(fns: dict, repeat: int) -> dict:
-    """Median seconds per function over `repeat` rounds; each round calls every function
-    once, interleaved, so machine noise hits all of them alike."""
-    for fn in fns.values():
-        fn()
-    times: dict = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench_voxelize(data: Path, repeat: int) -> None:
@@ -67,15 +53,7 @@ def bench_voxelize(data: Path, repeat: int) -> None:
 
 def bench_convert(data: Path, frames: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "kitti"
-        for sub, ext in (("velodyne", "bin"), ("label_2", "txt"), ("calib", "txt"),
-                         ("image_2", "png")):
-            (root / "training" / sub).mkdir(parents=True)
-            for i in range(frames):
-                os.symlink((data / "training" / sub / f"{i % 3:06d}.{ext}").resolve(),
-                           root / "training" / sub / f"{i:06d}.{ext}")
-        (root / "ImageSets").mkdir()
-        (root / "ImageSets" / "train.txt").write_text("".join(f"{i:06d}\n" for i in range(frames)))
+        root = kitti_tree(data, Path(tmp) / "kitti", frames)
         print(f"| `evpipe convert kitti --to svc` ({frames} real scans) | workers | wall s "
               "| scans/s |")
         print("|---|---:|---:|---:|")

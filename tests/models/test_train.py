@@ -15,11 +15,9 @@ Sizes are picked so every model learns its task within seconds on two CPU cores:
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
@@ -29,7 +27,6 @@ import evpipe.models.train as train_mod
 from evpipe.encoders import ENCODINGS
 from evpipe.io import read_events
 from evpipe.loaders.nmnist import SENSOR as NMNIST_SENSOR
-from evpipe.cli import main
 from evpipe.models.train import MODELS, load_checkpoint, load_predictor
 from evpipe.shards import ShardDataset, read_manifest
 from evpipe.shards.collate import collate_for
@@ -48,16 +45,8 @@ def restore_threads():
     torch.set_num_threads(n)
 
 
-def run(*args) -> tuple[int, str, str]:
-    """`evpipe ARGS` in this process: (status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
-
-
 def run_ok(*args) -> str:
-    rc, out, err = run(*args)
+    rc, out, err = cli(*args)
     assert rc == 0, err
     return out
 
@@ -262,7 +251,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(clouds, frames, tm
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_mod, "_save_atomic", killed_after_epoch_2)
-    rc, _, err = run(*args, "--out", tmp_path / "cut")
+    rc, _, err = cli(*args, "--out", tmp_path / "cut")
     assert rc == 130 and "interrupted" in err
     monkeypatch.undo()
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 2
@@ -283,13 +272,13 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(clouds, frames, tm
     # A finished run has nothing left to do; changed settings or other shards are refused.
     assert "nothing to do" in run_ok("train", "--shards", clouds["train"], "--resume",
                                      tmp_path / "whole" / "last.pt", *CPU)
-    rc, _, err = run("train", "--shards", clouds["train"], "--resume",
+    rc, _, err = cli("train", "--shards", clouds["train"], "--resume",
                      tmp_path / "whole" / "last.pt", "--lr", 0.1, *CPU)
     assert rc == 1 and "--lr 0.1 (checkpoint: 0.005)" in err
-    rc, _, err = run("train", "--shards", clouds["test"], "--resume",
+    rc, _, err = cli("train", "--shards", clouds["test"], "--resume",
                      tmp_path / "whole" / "last.pt", "--model", "e3dsnn", *CPU)
     assert rc == 1 and "checkpoint holds spikepoint" in err
-    rc, _, err = run("train", "--shards", frames["train"], "--resume",
+    rc, _, err = cli("train", "--shards", frames["train"], "--resume",
                      tmp_path / "whole" / "last.pt", *CPU)
     assert rc == 1 and "model 'spikepoint' cannot read 'frames' shards" in err
 
@@ -297,14 +286,14 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(clouds, frames, tm
 # -- command line and errors ---------------------------------------------------------------
 
 def test_incompatible_model_and_encoding(clouds, frames, e3dsnn_run):
-    rc, _, err = run("train", "--shards", clouds["train"], "--model", "e3dsnn", *CPU)
+    rc, _, err = cli("train", "--shards", clouds["train"], "--model", "e3dsnn", *CPU)
     assert rc == 1 and len(err.strip().splitlines()) == 1
     assert ("model 'e3dsnn' cannot read 'event_cloud' shards; valid model <- encoding pairs: "
             "e3dsnn <- svc; spikepoint <- event_cloud; gac-resnet <- frames or poisson") in err
-    rc, _, err = run("train", "--shards", frames["train"], "--model", "gac-resnet",
+    rc, _, err = cli("train", "--shards", frames["train"], "--model", "gac-resnet",
                      "--variant", "S", *CPU)
     assert rc == 1 and "--variant does not apply to model 'gac-resnet'" in err
-    rc, _, err = run("eval", "--shards", frames["test"], "--checkpoint",
+    rc, _, err = cli("eval", "--shards", frames["test"], "--checkpoint",
                      e3dsnn_run[0] / "last.pt", *CPU)
     assert rc == 1 and "cannot read 'frames' shards" in err
 
@@ -338,7 +327,7 @@ def test_stream_runs_a_trained_checkpoint(motion_root, gac_run, tmp_path):
     events = read_events(path)
     span = int(events["t"][-1] - events["t"][0]) + 1
     out = tmp_path / "stream.jsonl"
-    rc, _, err = run("stream", f"replay:{path}?speed=0", "--model", gac_run / "last.pt",
+    rc, _, err = cli("stream", f"replay:{path}?speed=0", "--model", gac_run / "last.pt",
                      "--window-us", span, "--out", out, "-q")
     assert rc == 0, err
     *windows, summary = [json.loads(line) for line in out.read_text().splitlines()]
