@@ -22,6 +22,8 @@ import numpy as np
 from evpipe.events import EVENT_DTYPE, SensorSize
 from evpipe.io import read_events, write_events
 
+from benchlib import timed
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -34,18 +36,6 @@ def synthetic_events(n: int, size: SensorSize, seed: int = 0) -> np.ndarray:
     ev["y"] = rng.integers(0, size.height, n)
     ev["p"] = rng.integers(0, 2, n)
     return ev
-
-
-def best_of(fns: dict, repeat: int) -> dict:
-    """Best seconds per function over `repeat` rounds; each round calls every function
-    once, interleaved, so machine noise hits all of them alike."""
-    times: dict = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: min(v) for k, v in times.items()}
 
 
 def single_thread(fn):
@@ -131,7 +121,7 @@ def bench_decode(formats, n: int, repeat: int, workdir: Path) -> None:
         for name, fn in PEERS[fmt].items():
             assert len(fn(path)) == n, (fmt, name)
             fns[name] = lambda fn=fn: fn(path)
-        best = best_of(fns, repeat)
+        best = timed(fns, repeat, stat=min, warm_up=False)
         rate = {k: n / v / 1e6 for k, v in best.items()}
         head = f"| {fmt} | {mb:.0f} | {rate['evpipe']:.0f} | {rate['evpipe-1']:.0f}"
         if not PEERS[fmt]:

@@ -9,18 +9,20 @@ import time
 from pathlib import Path
 
 
-def timed(fns: dict, repeat: int) -> dict:
-    """Median seconds per function over `repeat` rounds; each round calls every function
-    once, interleaved, so machine noise hits all of them alike."""
-    for fn in fns.values():
-        fn()
+def timed(fns: dict, repeat: int, stat=statistics.median, warm_up: bool = True) -> dict:
+    """`stat` (median, or e.g. min) of each function's seconds over `repeat` rounds; each
+    round calls every function once, interleaved, so machine noise hits all of them
+    alike. `warm_up` calls each once first, untimed."""
+    if warm_up:
+        for fn in fns.values():
+            fn()
     times: dict = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
             t = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: stat(v) for k, v in times.items()}
 
 
 def kitti_tree(data: Path, root: Path, n: int) -> Path:
