@@ -59,6 +59,20 @@ def keep_in_order(t, last):
     return keep
 
 
+@njit(cache=True, nogil=True)
+def search_time(t, value, right):
+    """np.searchsorted(t, value, "right" if right else "left") on sorted int64 `t`, read in
+    place: NumPy copies a strided field view (the `t` of packed records) before searching."""
+    lo, hi = 0, t.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if t[mid] < value or (right and t[mid] == value):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 def check_events(events: np.ndarray, width: int, height: int) -> int:
     """`first_bad_event` of an EVENT_DTYPE array: index of the first event outside the
     sensor or with a polarity other than 0/1, or -1."""
@@ -77,3 +91,4 @@ def warm_up() -> None:
     count_disorder(t, 0)
     clamp_disorder(t, 0)
     keep_in_order(t, 0)
+    search_time(t, 0, False)

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..events import empty_events
 from ..io.base import concat_events
-from .kernels import clamp_disorder, count_disorder, keep_in_order
+from .kernels import clamp_disorder, count_disorder, keep_in_order, search_time
 
 ORDER_POLICIES = ("drop", "clamp")
 _MIN_T = np.iinfo(np.int64).min
@@ -116,7 +116,7 @@ class Windower:
         modified in place by "clamp") that arrived at monotonic time `arrival`."""
         events = self._in_order(events)
         if self.skip_through is not None and len(events):
-            cut = int(np.searchsorted(events["t"], self.skip_through, "right"))
+            cut = search_time(events["t"], self.skip_through, True)
             self.dropped_events += cut
             events = events[cut:]
             if len(events):
@@ -237,7 +237,7 @@ class Windower:
             t = events["t"]
             if t[0] >= end:
                 break
-            lo, hi = np.searchsorted(t, [start, end], "left")
+            lo, hi = search_time(t, start, False), search_time(t, end, False)
             if hi > lo:
                 parts.append((events[lo:hi], arrival))
         if not parts:
@@ -253,7 +253,7 @@ class Windower:
                 self.pieces.pop(0)
                 self.buffered -= len(events)
                 continue
-            cut = int(np.searchsorted(t, start, "left"))
+            cut = search_time(t, start, False)
             if cut:
                 self.pieces[0] = (events[cut:], arrival)
                 self.buffered -= cut
