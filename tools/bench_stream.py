@@ -146,16 +146,25 @@ def client_capacity(rate_mev: float, seconds: float, window_us: int, n_bins: int
         sender = multiprocessing.get_context("spawn").Process(
             target=sendfile_sender, args=(str(path), marks, port))
         sender.start()
+        arrivals = []
         try:
             s = run_stream(f"tcp://127.0.0.1:{port}", encoding="frames",
                            params={"n_bins": n_bins}, windows=WindowSpec(window_us=window_us),
+                           on_window=lambda r: arrivals.append((r.arrival_s, r.n_events)),
                            config=StreamConfig(reconnect=0, connect_timeout_s=60,
                                                report_seconds=0))
         finally:
             sender.join(60)
             if sender.is_alive():
                 sender.kill()
-    return s
+    return s | {"rate": arrival_rate(s, arrivals)}
+
+
+def arrival_rate(summary: dict, arrivals: list) -> float:
+    """Mev/s received between the first and the last window's arrival."""
+    if len(arrivals) < 2:
+        return 0.0
+    return (summary["events"] - arrivals[0][1]) / (arrivals[-1][0] - arrivals[0][0]) / 1e6
 
 
 def run(protocol: str, path: Path, speed: float, repeat: int, window_us: int, model,
@@ -183,9 +192,7 @@ def run(protocol: str, path: Path, speed: float, repeat: int, window_us: int, mo
         log = err.read().decode()
     m = re.search(r"sent (\d+) events .*\(([\d.]+) Mev/s\)", log)
     sent, sent_rate = (int(m.group(1)), float(m.group(2))) if m else (None, float("nan"))
-    span = arrivals[-1][0] - arrivals[0][0] if len(arrivals) > 1 else float("nan")
-    # events that arrived between the first and the last window's arrival
-    rate = (s["events"] - arrivals[0][1]) / span / 1e6 if len(arrivals) > 1 else 0.0
+    rate = arrival_rate(s, arrivals)
     return {"rate": rate, "sent_rate": sent_rate, "ratio": rate / target_mev, "p50": s["p50_latency_ms"],
             "p99": s["p99_latency_ms"], "events": s["events"], "dropped": s["dropped_events"],
             "lost": None if sent is None else sent - s["events"],
@@ -256,9 +263,9 @@ def main() -> None:
         s = client_capacity(args.tcp_mev, args.seconds, args.window_us, args.n_bins)
         print(f"\nclient capacity: tcp:// from a pre-framed stream sent with os.sendfile "
               f"at {args.tcp_mev:g} Mev/s (no evpipe serve), frames encoder, no model")
-        print(f"received {s['events_per_s'] / 1e6:.1f} Mev/s, windowed "
-              f"{s['window_events'] / s['seconds'] / 1e6:.1f} Mev/s, dropped "
-              f"{100 * s['dropped_events'] / max(s['events'], 1):.0f} %, p50 "
+        print(f"received {s['rate']:.1f} Mev/s, {s['events']} events, dropped "
+              f"{s['dropped_events']} ({100 * s['dropped_events'] / max(s['events'], 1):.2f} %)"
+              f", p50 "
               f"{s['p50_latency_ms']:.1f} ms, p99 {s['p99_latency_ms']:.1f} ms, unaccounted "
               f"{s['events'] - s['window_events'] - s['dropped_events']}")
 

@@ -10,6 +10,7 @@ import numpy as np
 from ..encoders.frames import check_int
 from ..errors import ConfigError
 from ..io.base import EventReader
+from .kernels import search_time
 
 PACKET_US = 1000
 PACKET_EVENTS = 10_000
@@ -60,7 +61,7 @@ def _cut(block: np.ndarray, packet_us: int, packet_events: int) -> Iterator[np.n
     s, n = 0, len(block)
     while s < n:
         e = min(n, s + packet_events)
-        e_time = s + int(np.searchsorted(t[s:e], t[s] + packet_us, "left"))
+        e_time = s + search_time(t[s:e], t[s] + packet_us, False)
         e = max(s + 1, min(e, e_time))
         yield block[s:e]
         s = e

@@ -248,3 +248,19 @@ def test_golden_digest(data_dir):
 
 
 GOLDEN = "85f75698194d0684"
+
+
+def test_wide_index_scratch_gives_the_same_frames():
+    """The uint64 index scratch (outputs of 2^32 cells or more) counts as the uint32 one."""
+    from evpipe.encoders.frames import _frames_by_time, event_fields
+    ev = random_events(5000, 40, 30, 10_000, 3, True)
+    t, x, y, p = event_fields(ev)
+    outs = []
+    for dtype in (np.uint32, np.uint64):
+        out = np.zeros((4, 2, 30, 40), np.uint16)
+        status = _frames_by_time(t, x, y, p, int(t[0]), int(t[-1] - t[0]), 40, 30, out,
+                                 65535, np.empty(len(t), dtype))
+        assert status == -1
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], to_frames(ev, SensorSize(40, 30), 4))

@@ -100,3 +100,30 @@ def test_packet_larger_than_the_buffer(events):
     dec = PacketDecoder(1280, 720)
     got = feed_in_pieces(dec, wire(big, [len(big)]), seed=3)
     assert got.tobytes() == big.tobytes() and dec.ended
+
+
+def test_send_parts_survives_partial_sends():
+    """`evpipe serve`'s batched sendmsg resumes after the kernel takes part of a batch."""
+    import socket
+    import threading
+
+    from evpipe.stream.server import _send_parts
+    rng = np.random.default_rng(0)
+    parts = [bytes([k]) * int(n) for k, n in enumerate(rng.integers(1, 300_000, 40))]
+    parts.append(np.arange(500_000, dtype=np.uint8))
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a.settimeout(10)  # as serve's client sockets: sendmsg may then take part of a batch
+    got = bytearray()
+
+    def drain():
+        while chunk := b.recv(1 << 16):
+            got.extend(chunk)
+    reader = threading.Thread(target=drain)
+    reader.start()
+    with a:
+        _send_parts(a, parts)
+        a.shutdown(socket.SHUT_WR)
+    reader.join(30)
+    b.close()
+    assert bytes(got) == b"".join(bytes(p) for p in parts)

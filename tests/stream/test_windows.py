@@ -177,3 +177,15 @@ def test_window_queue_drops_oldest_whole_windows(events):
     assert isinstance(kept[2], End)
     assert q.dropped_windows == len(wins) - 2
     assert q.dropped_events == sum(x.n_events for x in wins[:-2])
+
+
+def test_search_time_is_searchsorted_on_strided_times(events):
+    from evpipe.stream.kernels import search_time
+    t = events["t"]  # a strided view of packed records
+    rng = np.random.default_rng(0)
+    probes = np.concatenate([t[rng.integers(0, len(t), 200)], rng.integers(t[0] - 5, t[-1] + 5, 200),
+                             [t[0] - 1, t[0], t[-1], t[-1] + 1]])
+    for v in probes:
+        for side in ("left", "right"):
+            assert search_time(t, int(v), side == "right") == np.searchsorted(t, v, side)
+    assert search_time(t[:0], 5, False) == 0
