@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass
 
 import h5py
@@ -132,6 +134,10 @@ class ShardFileWriter:
     Arrays are appended in batches of about FLUSH_BYTES, so memory stays bounded whatever
     the shard size; ids, scalars and offsets are kept until `close()`. The schema comes
     from the first record unless given. Output bytes depend only on the records.
+
+    Batches are compressed and written by one background thread (h5py releases the GIL
+    while its filters run), so encoding the next batch overlaps writing this one; at most
+    one batch waits for it.
     """
 
     def __init__(self, path: str, attrs: dict, schema: dict[str, FieldSpec] | None = None,
@@ -149,6 +155,30 @@ class ShardFileWriter:
         self._pending_bytes = 0
         self._lengths: dict[str, list] = {}
         self._created = False
+        self._batches: queue.Queue = queue.Queue(maxsize=1)
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_batches, name="evpipe-shard-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _write_batches(self) -> None:
+        """Writer thread: append each queued batch [(path, data)] until None; after a
+        failure, keep draining so the producer never blocks."""
+        while (batch := self._batches.get()) is not None:
+            if self._failed is None:
+                try:
+                    for path, data in batch:
+                        self._append_data(path, data)
+                except BaseException as e:
+                    self._failed = e
+
+    def _stop_writer(self) -> None:
+        """Let the writer thread finish the queued batches and end; re-raise its error."""
+        if self._thread.is_alive():
+            self._batches.put(None)
+            self._thread.join()
+        if self._failed is not None:
+            raise self._failed
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -206,21 +236,27 @@ class ShardFileWriter:
             self._flush()
 
     def _flush(self) -> None:
+        if self._failed is not None:
+            self._stop_writer()
+        batch = []
         for name, arrays in self._pending.items():
             if not arrays:
                 continue
             data = np.concatenate(arrays) if self.schema[name].kind == "ragged" else np.stack(arrays)
             if data.dtype.names is None:
-                self._append_data(f"data/{name}", data)
+                batch.append((f"data/{name}", data))
             else:
-                for col in data.dtype.names:
-                    self._append_data(f"data/{name}/{col}", np.ascontiguousarray(data[col]))
+                batch += [(f"data/{name}/{col}", np.ascontiguousarray(data[col]))
+                          for col in data.dtype.names]
             arrays.clear()
         self._pending_bytes = 0
+        if batch:
+            self._batches.put(batch)
 
     def close(self) -> int:
         """Finish the file (flush, fsync) and return its record count."""
         self._flush()
+        self._stop_writer()
         f = self._f
         n = len(self._ids)
         schema = self.schema or {}
@@ -260,6 +296,11 @@ class ShardFileWriter:
 
     def abort(self) -> None:
         """Close and delete the unfinished file."""
+        self._failed = self._failed or ShardError("aborted")  # the writer skips the rest
+        try:
+            self._stop_writer()
+        except BaseException:
+            pass
         try:
             self._f.close()
         finally:

@@ -145,6 +145,25 @@ def test_schema_mismatch_is_shard_error(tmp_path):
     assert not list((tmp_path / "s").glob("shard-*"))
 
 
+def test_failed_background_write_is_raised_and_the_file_removed(tmp_path, monkeypatch):
+    """A write failing in the shard writer's thread surfaces in the producer (at a later
+    flush or at close), and the unfinished file goes."""
+    from evpipe.shards import format as fmt
+    monkeypatch.setattr(fmt, "FLUSH_BYTES", 1)  # one batch per record
+    calls = []
+    real = fmt.ShardFileWriter._append_data
+
+    def failing(self, path, data):
+        calls.append(path)
+        if len(calls) > 3:
+            raise OSError(28, "No space left on device")
+        real(self, path, data)
+    monkeypatch.setattr(fmt.ShardFileWriter, "_append_data", failing)
+    with pytest.raises(OSError, match="No space left"):
+        write_set(tmp_path / "s", make_records(20), per=20)
+    assert not list((tmp_path / "s").glob("shard-*"))
+
+
 @pytest.mark.parametrize("shards", [[7], [5, 5, 5], [3, 1, 4, 1, 5, 9, 2, 6]])
 @pytest.mark.parametrize("replicas", [1, 2, 3])
 def test_sampler_each_sample_once(shards, replicas):
