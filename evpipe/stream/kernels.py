@@ -73,6 +73,26 @@ def search_time(t, value, right):
     return lo
 
 
+@njit(cache=True, nogil=True)
+def time_range(t):
+    """(min, max) of a non-empty int64 `t` in one pass, read in place (strided views too)."""
+    lo = hi = t[0]
+    for i in range(1, t.shape[0]):
+        v = t[i]
+        if v < lo:
+            lo = v
+        elif v > hi:
+            hi = v
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def shift_time(t, shift):
+    """t += shift in place (strided views too)."""
+    for i in range(t.shape[0]):
+        t[i] += shift
+
+
 def check_events(events: np.ndarray, width: int, height: int) -> int:
     """`first_bad_event` of an EVENT_DTYPE array: index of the first event outside the
     sensor or with a polarity other than 0/1, or -1."""
@@ -92,3 +112,5 @@ def warm_up() -> None:
     clamp_disorder(t, 0)
     keep_in_order(t, 0)
     search_time(t, 0, False)
+    time_range(t)
+    shift_time(t, 0)

@@ -10,7 +10,7 @@ import numpy as np
 from ..encoders.frames import check_int
 from ..errors import ConfigError
 from ..io.base import EventReader
-from .kernels import search_time
+from .kernels import search_time, shift_time, time_range
 
 PACKET_US = 1000
 PACKET_EVENTS = 10_000
@@ -43,13 +43,13 @@ def packets(reader: EventReader, packet_us: int = PACKET_US,
         shift = 0 if n == 0 else n * (t_max - t_min + 1)
         for block in reader.iter_chunks():
             if n == 0 and len(block):
-                lo, hi = int(block["t"].min()), int(block["t"].max())
+                lo, hi = (int(v) for v in time_range(block["t"]))
                 t_min = lo if t_min is None else min(t_min, lo)
                 t_max = hi if t_max is None else max(t_max, hi)
             if shift:  # a byte copy: NumPy copies packed records field by field, slowly
                 shifted = np.empty_like(block)
                 shifted.view(np.uint8)[:] = np.ascontiguousarray(block).view(np.uint8)
-                shifted["t"] += shift
+                shift_time(shifted["t"], shift)
                 block = shifted
             yield from _cut(block, packet_us, packet_events)
         if t_min is None:

@@ -189,3 +189,13 @@ def test_search_time_is_searchsorted_on_strided_times(events):
         for side in ("left", "right"):
             assert search_time(t, int(v), side == "right") == np.searchsorted(t, v, side)
     assert search_time(t[:0], 5, False) == 0
+
+
+def test_time_range_and_shift_time_on_strided_times(events):
+    from evpipe.stream.kernels import shift_time, time_range
+    ev = events[::-1].copy()  # unsorted order: min and max are not the ends
+    ev["t"][5] = -7
+    assert time_range(ev["t"]) == (ev["t"].min(), ev["t"].max())
+    expect = ev["t"] + 123_456
+    shift_time(ev["t"], 123_456)
+    np.testing.assert_array_equal(ev["t"], expect)
