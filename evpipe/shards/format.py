@@ -157,28 +157,27 @@ class ShardFileWriter:
         self._created = False
         self._batches: queue.Queue = queue.Queue(maxsize=1)
         self._failed: BaseException | None = None
+        self._aborted = False
         self._thread = threading.Thread(target=self._write_batches, name="evpipe-shard-writer",
                                         daemon=True)
         self._thread.start()
 
     def _write_batches(self) -> None:
         """Writer thread: append each queued batch [(path, data)] until None; after a
-        failure, keep draining so the producer never blocks."""
+        failure or an abort it only drains the queue, so the producer never blocks."""
         while (batch := self._batches.get()) is not None:
-            if self._failed is None:
+            if self._failed is None and not self._aborted:
                 try:
                     for path, data in batch:
                         self._append_data(path, data)
                 except BaseException as e:
                     self._failed = e
 
-    def _stop_writer(self) -> None:
-        """Let the writer thread finish the queued batches and end; re-raise its error."""
+    def _end_writer(self) -> None:
+        """Wait until the writer thread has taken every queued batch and ended."""
         if self._thread.is_alive():
             self._batches.put(None)
             self._thread.join()
-        if self._failed is not None:
-            raise self._failed
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -237,7 +236,7 @@ class ShardFileWriter:
 
     def _flush(self) -> None:
         if self._failed is not None:
-            self._stop_writer()
+            raise self._failed
         batch = []
         for name, arrays in self._pending.items():
             if not arrays:
@@ -256,7 +255,9 @@ class ShardFileWriter:
     def close(self) -> int:
         """Finish the file (flush, fsync) and return its record count."""
         self._flush()
-        self._stop_writer()
+        self._end_writer()
+        if self._failed is not None:
+            raise self._failed
         f = self._f
         n = len(self._ids)
         schema = self.schema or {}
@@ -296,11 +297,8 @@ class ShardFileWriter:
 
     def abort(self) -> None:
         """Close and delete the unfinished file."""
-        self._failed = self._failed or ShardError("aborted")  # the writer skips the rest
-        try:
-            self._stop_writer()
-        except BaseException:
-            pass
+        self._aborted = True
+        self._end_writer()
         try:
             self._f.close()
         finally:

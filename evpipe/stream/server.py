@@ -213,14 +213,14 @@ def _serve_tcp(path, format, host, port, speed, repeat, packet_us, packet_events
             t0 = time.monotonic()
             batch, batch_bytes = [], 0
             for pk in packets(reader, packet_us, packet_events, repeat):
-                t = pk["t"]
-                if pacer.delay(int(t[0]), int(t[-1])) > 0:
-                    if batch:  # what is due goes out before waiting for this packet
-                        pub.send(batch)
-                        batch, batch_bytes = [], 0
-                    delay = pacer.delay(int(t[0]), int(t[-1]))
-                    if delay > 0:
-                        time.sleep(delay)
+                t_first, t_last = int(pk["t"][0]), int(pk["t"][-1])
+                delay = pacer.delay(t_first, t_last)
+                if delay > 0 and batch:  # what is due goes out before waiting for this packet
+                    pub.send(batch)
+                    batch, batch_bytes = [], 0
+                    delay = pacer.delay(t_first, t_last)
+                if delay > 0:
+                    time.sleep(delay)
                 pk = np.ascontiguousarray(pk)
                 batch += [packet_header(pk, crc), pk.view(np.uint8)]
                 batch_bytes += pk.nbytes
