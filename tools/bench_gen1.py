@@ -65,41 +65,52 @@ def make_recording(folder: Path, seconds: float, rate: float, seed: int = 0,
     return split / f"{name}_td.dat"
 
 
+def rvt_histogram(x, y, p, t, add_at: bool) -> np.ndarray:
+    """RVT StackedHistogram.construct in NumPy on one window's int64 x, y, p and sorted t:
+    uint8 [2*BINS, H, W]. Counts with np.bincount, or with `add_at` the literal form:
+    uint8 zeros + np.add.at (torch put_(accumulate=True)), then the clip."""
+    w, h = SIZE
+    cells = 2 * BINS * h * w
+    if not len(t):
+        return np.zeros((2 * BINS, h, w), np.uint8)
+    tn = (t - t[0]) / max(int(t[-1] - t[0]), 1) * BINS
+    ti = np.minimum(np.floor(tn).astype(np.int64), BINS - 1)
+    idx = x + w * y + w * h * ti + w * h * BINS * p
+    if add_at:
+        rep = np.zeros(cells, np.uint8)
+        np.add.at(rep, idx, 1)
+    else:
+        rep = np.bincount(idx, minlength=cells)
+    return np.minimum(rep, CUTOFF).astype(np.uint8, copy=False).reshape(2 * BINS, h, w)
+
+
+def window_fields(ev: np.ndarray, lo: int, hi: int, t: np.ndarray):
+    """int64 x, y, p of events [lo, hi) and their (corrected) times t[lo:hi]."""
+    return (*(ev[k][lo:hi].astype(np.int64) for k in "xyp"), t[lo:hi])
+
+
 RVT_PORT = r'''
 import sys, time
 import numpy as np
+sys.path.insert(0, sys.argv[1])
+from bench_gen1 import WINDOW_US, rvt_histogram, window_fields
 from evpipe.io import read_events
-td, bbox, window, bins, cutoff, w, h = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
-add_at = sys.argv[8] == "add_at"
+td, bbox, add_at = sys.argv[2], sys.argv[3], sys.argv[4] == "add_at"
 t0 = time.perf_counter()
 ev = read_events(td)                       # RVT's H5Reader: every event in RAM
 t = np.maximum.accumulate(ev["t"])         # RVT _correct_time
-labels = np.unique(np.load(bbox)["t"])
 out = []
-for t_end in labels:
-    lo = np.searchsorted(t, t_end - window, side="left")
+for t_end in np.unique(np.load(bbox)["t"]):
+    lo = np.searchsorted(t, t_end - WINDOW_US, side="left")
     hi = np.searchsorted(t, t_end, side="right")
-    x, y = ev["x"][lo:hi].astype(np.int64), ev["y"][lo:hi].astype(np.int64)
-    p, tt = ev["p"][lo:hi].astype(np.int64), t[lo:hi]
-    if len(tt):
-        tn = (tt - tt[0]) / max(int(tt[-1] - tt[0]), 1) * bins
-        ti = np.minimum(np.floor(tn).astype(np.int64), bins - 1)
-        idx = x + w * y + w * h * ti + w * h * bins * p
-        if add_at:                         # torch put_(accumulate=True), literally
-            rep = np.zeros(2 * bins * h * w, np.uint8)
-            np.add.at(rep, idx, 1)
-        else:
-            rep = np.bincount(idx, minlength=2 * bins * h * w)
-    else:
-        rep = np.zeros(2 * bins * h * w, np.int64)
-    out.append(np.minimum(rep, cutoff).astype(np.uint8).reshape(2 * bins, h, w))
+    out.append(rvt_histogram(*window_fields(ev, lo, hi, t), add_at))
 hwm = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
 print(len(out), time.perf_counter() - t0, hwm)
 '''
 
 
-def histograms_only(td: Path, bbox: Path) -> tuple[float, float, int]:
-    """Seconds for the port's per-window histogram code, for evpipe's
+def histograms_only(td: Path, bbox: Path) -> tuple[float, float, float, int]:
+    """Seconds for the port's per-window histogram code (np.bincount), for evpipe's
     `to_stacked_histogram` and for the np.add.at port on the same in-memory windows
     (events read once), and the number of windows; evpipe's results all checked equal to
     the port's, every 10th of the np.add.at port's."""
@@ -108,49 +119,29 @@ def histograms_only(td: Path, bbox: Path) -> tuple[float, float, int]:
     ev = read_events(td)
     ev["t"] = np.maximum.accumulate(ev["t"])
     t = np.ascontiguousarray(ev["t"])
-    windows = [ev[np.searchsorted(t, te - WINDOW_US, "left"):np.searchsorted(t, te, "right")]
-               for te in np.unique(np.load(bbox)["t"])]
-    w, h = SIZE
-
-    def port(win):
-        x, y, p = (win[k].astype(np.int64) for k in "xyp")
-        tt = win["t"]
-        if not len(tt):
-            return np.zeros((2 * BINS, h, w), np.uint8)
-        tn = (tt - tt[0]) / max(int(tt[-1] - tt[0]), 1) * BINS
-        ti = np.minimum(np.floor(tn).astype(np.int64), BINS - 1)
-        rep = np.bincount(x + w * y + w * h * ti + w * h * BINS * p, minlength=2 * BINS * h * w)
-        return np.minimum(rep, CUTOFF).astype(np.uint8).reshape(2 * BINS, h, w)
-
-    def port_add_at(win):
-        """The literal form: uint8 zeros, np.add.at (torch put_(accumulate=True)), clamp."""
-        x, y, p = (win[k].astype(np.int64) for k in "xyp")
-        tt = win["t"]
-        rep = np.zeros(2 * BINS * h * w, np.uint8)
-        if len(tt):
-            tn = (tt - tt[0]) / max(int(tt[-1] - tt[0]), 1) * BINS
-            ti = np.minimum(np.floor(tn).astype(np.int64), BINS - 1)
-            np.add.at(rep, x + w * y + w * h * ti + w * h * BINS * p, 1)
-        return np.minimum(rep, CUTOFF).reshape(2 * BINS, h, w)
-
+    bounds = [(np.searchsorted(t, te - WINDOW_US, "left"), np.searchsorted(t, te, "right"))
+              for te in np.unique(np.load(bbox)["t"])]
+    windows = [ev[lo:hi] for lo, hi in bounds]
     to_stacked_histogram(windows[0], SIZE, BINS, CUTOFF)  # compile / load the kernel
     # Each result is dropped before the next window, as a converter writes and moves on:
     # keeping 1.75 GB of fresh histograms would time page faults, not histogram code.
     t0 = time.perf_counter()
-    for win in windows:
-        port(win)
+    for lo, hi in bounds:
+        rvt_histogram(*window_fields(ev, lo, hi, t), False)
     t1 = time.perf_counter()
     for win in windows:
         to_stacked_histogram(win, SIZE, BINS, CUTOFF)
     t2 = time.perf_counter()
-    for win in windows:
-        port_add_at(win)
+    for lo, hi in bounds:
+        rvt_histogram(*window_fields(ev, lo, hi, t), True)
     t3 = time.perf_counter()
-    for k, win in enumerate(windows):
-        ref = port(win)
+    for k, (win, (lo, hi)) in enumerate(zip(windows, bounds)):
+        f = window_fields(ev, lo, hi, t)
+        ref = rvt_histogram(*f, False)
         assert np.array_equal(ref, to_stacked_histogram(win, SIZE, BINS, CUTOFF)), \
             f"histograms differ in window {k}"
-        assert k % 10 or np.array_equal(ref, port_add_at(win)), f"add.at port differs ({k})"
+        assert k % 10 or np.array_equal(ref, rvt_histogram(*f, True)), \
+            f"add.at port differs ({k})"
     return t1 - t0, t2 - t1, t3 - t2, len(windows)
 
 
@@ -186,10 +177,9 @@ def main() -> None:
         ports = {}
         for kind in ("bincount", "add_at"):
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", RVT_PORT, str(td), str(bbox),
-                                   str(WINDOW_US), str(BINS), str(CUTOFF), str(SIZE.width),
-                                   str(SIZE.height), kind], capture_output=True, text=True,
-                                  check=True)
+            proc = subprocess.run([sys.executable, "-c", RVT_PORT,
+                                   str(Path(__file__).resolve().parent), str(td), str(bbox),
+                                   kind], capture_output=True, text=True, check=True)
             windows, compute, port_hwm = proc.stdout.split()
             ports[kind] = (time.perf_counter() - t, float(compute), int(port_hwm))
         wall, inside, hwm = run_peak(["convert", "gen1", "--to", "stacked_histogram",
