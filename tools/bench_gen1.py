@@ -1,14 +1,13 @@
 """Benchmark: a 60 s Gen1-rate recording converted to RVT stacked histograms at 50 ms
 windows (one per label timestamp), evpipe's `evpipe convert gen1 --to stacked_histogram`
-vs a straight NumPy port of RVT's per-window preprocessing on the same file, each in its
-own process with its peak RSS.
+vs a straight NumPy port of RVT's per-window preprocessing on the same file
+(tools/rvt_port.py: np.bincount, np.add.at, and np.bincount + RVT's HDF5 writer), each in
+its own process with its peak RSS; then the histogram code alone on the same in-memory
+windows, and evpipe's marginal time per recording (a root of two copies minus one).
 
-The port follows uzh-rpg/RVT (scripts/genx/preprocess_dataset.py + data/utils/
-representations.py StackedHistogram.construct): all timestamps in RAM, a running max to
-repair non-monotonic time, searchsorted per window, then the histogram of the window's
-events clipped to the cutoff: with np.bincount (the faster port) and with np.add.at on
-uint8 (the literal analogue of torch's put_(accumulate=True)). The ports keep their
-histograms and write nothing; RVT also writes each one to HDF5 (Blosc zstd).
+Checked: the port's NumPy decode equals evpipe's reader, the port's histograms equal
+evpipe's `to_stacked_histogram` on every window (np.add.at's on every 10th), and evpipe's
+shards hold the port's histograms (every 50th window compared).
 
 Usage: python tools/bench_gen1.py [--seconds 60] [--rate 333000] [--workdir DIR]
 """
@@ -16,6 +15,7 @@ Usage: python tools/bench_gen1.py [--seconds 60] [--rate 333000] [--workdir DIR]
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,11 +25,17 @@ from pathlib import Path
 import numpy as np
 
 from evpipe.events import EVENT_DTYPE, SensorSize
+from evpipe.io import read_events
 from evpipe.io.dat import dat_header, dat_records
+from evpipe.shards import ShardDataset
+from rvt_port import (BINS, CUTOFF, HEIGHT, WIDTH, WINDOW_US, read_dat_numpy, rvt_histogram,
+                      window_fields)
 
-SIZE = SensorSize(304, 240)
-WINDOW_US = 50_000
-BINS, CUTOFF = 10, 10
+SIZE = SensorSize(WIDTH, HEIGHT)
+PORT = Path(__file__).resolve().with_name("rvt_port.py")
+PORTS = {"bincount": "NumPy port of RVT, np.bincount",
+         "add_at": "NumPy port of RVT, np.add.at as torch put_",
+         "write": "NumPy port of RVT, np.bincount + RVT's HDF5 writer (Blosc zstd 1)"}
 
 
 def make_recording(folder: Path, seconds: float, rate: float, seed: int = 0,
@@ -65,57 +71,12 @@ def make_recording(folder: Path, seconds: float, rate: float, seed: int = 0,
     return split / f"{name}_td.dat"
 
 
-def rvt_histogram(x, y, p, t, add_at: bool) -> np.ndarray:
-    """RVT StackedHistogram.construct in NumPy on one window's int64 x, y, p and sorted t:
-    uint8 [2*BINS, H, W]. Counts with np.bincount, or with `add_at` the literal form:
-    uint8 zeros + np.add.at (torch put_(accumulate=True)), then the clip."""
-    w, h = SIZE
-    cells = 2 * BINS * h * w
-    if not len(t):
-        return np.zeros((2 * BINS, h, w), np.uint8)
-    tn = (t - t[0]) / max(int(t[-1] - t[0]), 1) * BINS
-    ti = np.minimum(np.floor(tn).astype(np.int64), BINS - 1)
-    idx = x + w * y + w * h * ti + w * h * BINS * p
-    if add_at:
-        rep = np.zeros(cells, np.uint8)
-        np.add.at(rep, idx, 1)
-    else:
-        rep = np.bincount(idx, minlength=cells)
-    return np.minimum(rep, CUTOFF).astype(np.uint8, copy=False).reshape(2 * BINS, h, w)
-
-
-def window_fields(ev: np.ndarray, lo: int, hi: int, t: np.ndarray):
-    """int64 x, y, p of events [lo, hi) and their (corrected) times t[lo:hi]."""
-    return (*(ev[k][lo:hi].astype(np.int64) for k in "xyp"), t[lo:hi])
-
-
-RVT_PORT = r'''
-import sys, time
-import numpy as np
-sys.path.insert(0, sys.argv[1])
-from bench_gen1 import WINDOW_US, rvt_histogram, window_fields
-from evpipe.io import read_events
-td, bbox, add_at = sys.argv[2], sys.argv[3], sys.argv[4] == "add_at"
-t0 = time.perf_counter()
-ev = read_events(td)                       # RVT's H5Reader: every event in RAM
-t = np.maximum.accumulate(ev["t"])         # RVT _correct_time
-out = []
-for t_end in np.unique(np.load(bbox)["t"]):
-    lo = np.searchsorted(t, t_end - WINDOW_US, side="left")
-    hi = np.searchsorted(t, t_end, side="right")
-    out.append(rvt_histogram(*window_fields(ev, lo, hi, t), add_at))
-hwm = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
-print(len(out), time.perf_counter() - t0, hwm)
-'''
-
-
 def histograms_only(td: Path, bbox: Path) -> tuple[float, float, float, int]:
     """Seconds for the port's per-window histogram code (np.bincount), for evpipe's
     `to_stacked_histogram` and for the np.add.at port on the same in-memory windows
     (events read once), and the number of windows; evpipe's results all checked equal to
     the port's, every 10th of the np.add.at port's."""
     from evpipe.encoders import to_stacked_histogram
-    from evpipe.io import read_events
     ev = read_events(td)
     ev["t"] = np.maximum.accumulate(ev["t"])
     t = np.ascontiguousarray(ev["t"])
@@ -145,6 +106,34 @@ def histograms_only(td: Path, bbox: Path) -> tuple[float, float, float, int]:
     return t1 - t0, t2 - t1, t3 - t2, len(windows)
 
 
+def check_port(td: Path, bbox: Path, shards: Path) -> None:
+    """The port's NumPy decode equals evpipe's reader; evpipe's shards hold the port's
+    histograms (every 50th window)."""
+    ev, ref = read_dat_numpy(td), read_events(td)
+    for k in "txyp":
+        assert np.array_equal(ev[k], ref[k]), f"NumPy decode differs in {k}"
+    t = np.maximum.accumulate(ev["t"])
+    ds = ShardDataset(shards)
+    for k, t_end in enumerate(np.unique(np.load(bbox)["t"])):
+        if k % 50:
+            continue
+        lo = np.searchsorted(t, t_end - WINDOW_US, side="left")
+        hi = np.searchsorted(t, t_end, side="right")
+        assert np.array_equal(ds[k]["stacked_histogram"],
+                              rvt_histogram(*window_fields(ev, lo, hi, t), False)), \
+            f"shard histogram {k} differs from the port's"
+
+
+def run_port(td: Path, bbox: Path, kind: str, out: Path) -> tuple[float, float, int, int]:
+    """(wall s, s after interpreter start-up, peak RSS kB, windows) of one port run."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(PORT), str(td), str(bbox), kind, str(out)],
+                          capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t
+    windows, inside, hwm = proc.stdout.split()
+    return wall, float(inside), int(hwm), int(windows)
+
+
 def run_peak(cmd: list[str]) -> tuple[float, float, int]:
     """(wall seconds, seconds inside the command after interpreter start-up, peak RSS kB
     via VmHWM), printed by a wrapper."""
@@ -170,34 +159,40 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        root = Path(tmp) / "gen1"
+        tmp = Path(tmp)
+        root = tmp / "gen1"
         td = make_recording(root, args.seconds, args.rate)
         n = (td.stat().st_size - len(dat_header(SIZE))) // 8
         bbox = td.with_name(td.name.replace("_td.dat", "_bbox.npy"))
-        ports = {}
-        for kind in ("bincount", "add_at"):
-            t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", RVT_PORT,
-                                   str(Path(__file__).resolve().parent), str(td), str(bbox),
-                                   kind], capture_output=True, text=True, check=True)
-            windows, compute, port_hwm = proc.stdout.split()
-            ports[kind] = (time.perf_counter() - t, float(compute), int(port_hwm))
-        wall, inside, hwm = run_peak(["convert", "gen1", "--to", "stacked_histogram",
-                                      "--root", str(root), "--out", str(Path(tmp) / "shards"),
-                                      "-q"])
-        print(f"recording: {n / 1e6:.1f}M events, {args.seconds:.0f} s, {int(windows)} label "
+        ports = {kind: run_port(td, bbox, kind, tmp / "rvt.h5") for kind in PORTS}
+        convert = ["convert", "gen1", "--to", "stacked_histogram", "-q"]
+        wall, inside, hwm = run_peak(convert + ["--root", str(root), "--out", str(tmp / "s1")])
+        check_port(td, bbox, tmp / "s1")
+        # a second copy of the recording: evpipe's marginal cost per recording
+        two = tmp / "gen1x2" / "train"
+        two.mkdir(parents=True)
+        for f in (td, bbox):
+            for day in ("06", "07"):
+                os.link(f, two / f.name.replace("17-04-06", f"17-04-{day}"))
+        wall2, _, hwm2 = run_peak(convert + ["--root", str(two.parent), "--out", str(tmp / "s2")])
+        windows = ports["bincount"][3]
+        print(f"recording: {n / 1e6:.1f}M events, {args.seconds:.0f} s, {windows} label "
               f"timestamps, 50 ms windows, {BINS} bins, cutoff {CUTOFF}\n")
-        base_wall, base_inside, _ = ports["bincount"]
+        # speed-ups against the faster port that writes nothing
+        base = min(("bincount", "add_at"), key=lambda k: ports[k][1])
+        base_wall, base_inside = ports[base][:2]
         print("| | wall s | after start-up s | peak RSS MB | speed-up (wall / after start-up) |")
         print("|---|---:|---:|---:|---:|")
-        for kind, label in (("bincount", "NumPy port of RVT, np.bincount (whole recording in "
-                                         "RAM)"),
-                            ("add_at", "NumPy port of RVT, np.add.at as torch put_")):
-            pw, pi, ph = ports[kind]
+        for kind, label in PORTS.items():
+            pw, pi, ph, _ = ports[kind]
             print(f"| {label} | {pw:.2f} | {pi:.2f} | {ph / 1024:.0f} | "
                   f"{base_wall / pw:.1f}x / {base_inside / pi:.1f}x |")
         print(f"| evpipe convert gen1 --to stacked_histogram | {wall:.2f} | {inside:.2f} "
               f"| {hwm / 1024:.0f} | {base_wall / wall:.1f}x / {base_inside / inside:.1f}x |")
+        marginal = wall2 - wall
+        print(f"| evpipe, each further recording (2 copies {wall2:.2f} s - 1 copy) | "
+              f"{marginal:.2f} | - | {hwm2 / 1024:.0f} | {base_inside / marginal:.1f}x "
+              "(against the port after start-up) |")
         port_h, ours_h, add_at_h, k = histograms_only(td, bbox)
         print(f"| histograms only, same {k} in-memory windows: port, np.bincount | - | "
               f"{port_h:.2f} | - | 1.0x |")
@@ -205,10 +200,11 @@ def main() -> None:
               f"| {port_h / add_at_h:.1f}x |")
         print(f"| histograms only: evpipe `to_stacked_histogram` | - | {ours_h:.2f} | - "
               f"| {port_h / ours_h:.0f}x |")
-        print("\n(first three rows: each in its own process; 'after start-up' excludes the "
-              "interpreter start-up, not evpipe's imports or Numba's loading of its cached "
-              "kernels; evpipe also compresses and writes the shards, the ports write "
-              "nothing)")
+        print(f"\n(speed-ups against the faster port that writes nothing: {PORTS[base]}; each "
+              "conversion row in its own process; 'after start-up' excludes only the "
+              "interpreter's own start-up: it includes NumPy's import for the ports, and "
+              "evpipe's imports and Numba's loading of its cached kernels for evpipe, which "
+              "also writes shards)")
 
 
 if __name__ == "__main__":
