@@ -1,4 +1,4 @@
-"""Numba helpers shared by several decoders."""
+"""Numba helpers on event fields shared by the decoders, loaders and the streaming path."""
 
 from __future__ import annotations
 
@@ -15,3 +15,28 @@ def unwrap32(ts, last, base):
     if ts - last > (1 << 31):
         return base - (1 << 32)
     return base
+
+
+@njit(cache=True, nogil=True)
+def clamp_disorder(t, last):
+    """Raise, in place, each t below the running maximum (started at `last`) to it."""
+    m = last
+    for i in range(t.shape[0]):
+        if t[i] < m:
+            t[i] = m
+        else:
+            m = t[i]
+
+
+@njit(cache=True, nogil=True)
+def search_time(t, value, right):
+    """np.searchsorted(t, value, "right" if right else "left") on sorted int64 `t`, read in
+    place: NumPy copies a strided field view (the `t` of packed records) before searching."""
+    lo, hi = 0, t.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if t[mid] < value or (right and t[mid] == value):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError, FormatError
 from ..events import SensorSize, empty_events
+from ..io.kernels import clamp_disorder, search_time
 from ..io import open_events, read_gen1_boxes
 from ..io.base import concat_events
 from .base import DATASETS, Loader, check_in_sensor, require_dir
@@ -74,34 +75,32 @@ def label_windows(chunks: Iterator[np.ndarray], t_labels: np.ndarray, window_us:
     window is complete (an event after its end has been seen).
     """
     buf = empty_events()
-    bt = np.zeros(0, np.int64)  # buf["t"], contiguous: searchsorted would copy a view
-    carry = None
+    carry = np.iinfo(np.int64).min
     k, n = 0, len(t_labels)
     if not n:
         return
     for chunk in chunks:
+        if not len(chunk):
+            continue
         t = chunk["t"]
-        np.maximum.accumulate(t, out=t)
-        if carry is not None:
-            np.maximum(t, carry, out=t)
-        carry = t[-1]
+        clamp_disorder(t, carry)
+        carry = int(t[-1])
         buf = concat_events([buf, chunk])
-        bt = np.concatenate([bt, t])
         while k < n and t_labels[k] < carry:
-            yield _window(buf, bt, t_labels[k], window_us)
+            yield _window(buf, t_labels[k], window_us)
             k += 1
         if k == n:
             return
-        keep = np.searchsorted(bt, t_labels[k] - window_us, side="left")
-        buf, bt = buf[keep:], bt[keep:]
+        buf = buf[search_time(buf["t"], t_labels[k] - window_us, False):]
     for tl in t_labels[k:]:
-        yield _window(buf, bt, tl, window_us)
+        yield _window(buf, tl, window_us)
 
 
-def _window(buf: np.ndarray, t: np.ndarray, t_label, window_us: int) -> np.ndarray:
-    lo = np.searchsorted(t, t_label - window_us, side="left")
-    hi = np.searchsorted(t, t_label, side="right")
-    return buf[lo:hi]
+def _window(buf: np.ndarray, t_label, window_us: int) -> np.ndarray:
+    """Events of `buf` (time-sorted) with t_label - window_us <= t <= t_label; the times
+    are searched in place (a strided field: np.searchsorted would copy it)."""
+    t = buf["t"]
+    return buf[search_time(t, t_label - window_us, False):search_time(t, t_label, True)]
 
 
 @DATASETS.register("gen1")

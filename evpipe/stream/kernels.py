@@ -1,4 +1,5 @@
-"""Numba kernels of the streaming path: packet checks and timestamp order.
+"""Numba kernels of the streaming path: packet checks and timestamp order (with
+evpipe.io.kernels' clamp_disorder and search_time, which the loaders share).
 
 They take plain field arrays (views of EVENT_DTYPE records are fine) and release the GIL,
 so the source thread and the encoder thread run side by side.
@@ -11,6 +12,7 @@ from numba import njit
 
 from ..errors import ConfigError
 from ..events import empty_events
+from ..io.kernels import clamp_disorder, search_time
 
 
 @njit(cache=True, nogil=True)
@@ -37,17 +39,6 @@ def count_disorder(t, last):
 
 
 @njit(cache=True, nogil=True)
-def clamp_disorder(t, last):
-    """Raise, in place, each t below the running maximum (started at `last`) to it."""
-    m = last
-    for i in range(t.shape[0]):
-        if t[i] < m:
-            t[i] = m
-        else:
-            m = t[i]
-
-
-@njit(cache=True, nogil=True)
 def keep_in_order(t, last):
     """bool [N]: True for events at or above the running maximum (started at `last`)."""
     keep = np.empty(t.shape[0], np.bool_)
@@ -57,20 +48,6 @@ def keep_in_order(t, last):
         if t[i] > m:
             m = t[i]
     return keep
-
-
-@njit(cache=True, nogil=True)
-def search_time(t, value, right):
-    """np.searchsorted(t, value, "right" if right else "left") on sorted int64 `t`, read in
-    place: NumPy copies a strided field view (the `t` of packed records) before searching."""
-    lo, hi = 0, t.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if t[mid] < value or (right and t[mid] == value):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @njit(cache=True, nogil=True)

@@ -10,7 +10,8 @@ import numpy as np
 from ..encoders.frames import check_int
 from ..errors import ConfigError
 from ..io.base import EventReader
-from .kernels import search_time, shift_time, time_range
+from ..io.kernels import search_time
+from .kernels import shift_time, time_range
 
 PACKET_US = 1000
 PACKET_EVENTS = 10_000

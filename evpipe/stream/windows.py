@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import ConfigError
 from ..events import empty_events
 from ..io.base import concat_events
-from .kernels import clamp_disorder, count_disorder, keep_in_order, search_time
+from ..io.kernels import clamp_disorder, search_time
+from .kernels import count_disorder, keep_in_order
 
 ORDER_POLICIES = ("drop", "clamp")
 _MIN_T = np.iinfo(np.int64).min

@@ -180,7 +180,7 @@ def test_window_queue_drops_oldest_whole_windows(events):
 
 
 def test_search_time_is_searchsorted_on_strided_times(events):
-    from evpipe.stream.kernels import search_time
+    from evpipe.io.kernels import search_time
     t = events["t"]  # a strided view of packed records
     rng = np.random.default_rng(0)
     probes = np.concatenate([t[rng.integers(0, len(t), 200)], rng.integers(t[0] - 5, t[-1] + 5, 200),
