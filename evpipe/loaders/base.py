@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError, FormatError
 from ..events import SensorSize
+from ..io import open_events
 from ..registry import Registry
 
 DATASETS: Registry[type["Loader"]] = Registry("dataset", modules=(
@@ -96,6 +97,13 @@ def check_in_sensor(events: np.ndarray, size: SensorSize, path) -> np.ndarray:
         raise FormatError(f"events reach x={events['x'].max()}, y={events['y'].max()}, "
                           f"outside the {size.width}x{size.height} sensor", path=path)
     return events
+
+
+def read_in_sensor(path: Path, fmt: str, size: SensorSize) -> np.ndarray:
+    """All events of the `fmt` file `path` read with geometry `size`, checked to lie in it
+    (check_in_sensor)."""
+    with open_events(path, fmt, sensor_size=size) as reader:
+        return check_in_sensor(reader.read(), size, path)
 
 
 def sample_id(rel: str) -> str:

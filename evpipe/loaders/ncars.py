@@ -16,9 +16,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..events import SensorSize
-from ..io import open_events
-from .base import (DATASETS, Loader, check_in_sensor, class_files, require_dir,
-                   sample_id)
+from .base import DATASETS, Loader, class_files, read_in_sensor, require_dir, sample_id
 
 SENSOR = SensorSize(120, 100)
 CLASSES = ("background", "car")
@@ -66,8 +64,7 @@ class NcarsLoader(Loader):
     def load(self, item) -> dict:
         rel, label = item
         path = self.root / rel
-        with open_events(path, "dat", sensor_size=SENSOR) as reader:
-            events = check_in_sensor(reader.read(), SENSOR, path)
+        events = read_in_sensor(path, "dat", SENSOR)
         return {"id": _id(rel), "events": events, "sensor_size": SENSOR, "label": label}
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..events import SensorSize
-from ..io import open_events
-from .base import DATASETS, Loader, check_in_sensor, class_files, require_dir, sample_id
+from .base import DATASETS, Loader, class_files, read_in_sensor, require_dir, sample_id
 
 SENSOR = SensorSize(34, 34)  # tonic NMNIST.sensor_size
 FIRST_SACCADE_US = 100_000  # tonic NMNIST first_saccade_only keeps t < 1e5
@@ -66,8 +65,7 @@ class NmnistLoader(Loader):
     def load(self, item) -> dict:
         rel, label = item
         path = self.root / rel
-        with open_events(path, "nmnist", sensor_size=SENSOR) as reader:
-            events = check_in_sensor(reader.read(), SENSOR, path)
+        events = read_in_sensor(path, "nmnist", SENSOR)
         if self.options["first_saccade_only"]:
             events = events[events["t"] < FIRST_SACCADE_US]
         return {"id": sample_id(rel), "events": events, "sensor_size": SENSOR, "label": label}
