@@ -109,8 +109,9 @@ FLUSH_BYTES = 8 << 20
 
 def _choose_codec(data: np.ndarray) -> str | None:
     """Codec of a new dataset from a trial of `data`'s first TRIAL_BYTES (at least one
-    row): "zero_runs" (one row per chunk, encoded here), "blosc" (h5py's filter) or None
-    (raw). Blosc's size comes from an in-memory HDF5 file with the shard's chunking."""
+    row): "zero_runs" (rows of 1-byte items with a chunk each, encoded by the writer),
+    "blosc" (h5py's filter) or None (raw). Blosc's size comes from an in-memory HDF5 file
+    with the shard's chunking."""
     rows = max(1, min(len(data), TRIAL_BYTES // max(1, data[:1].nbytes)))
     trial = np.asarray(data[:rows])
     if trial.nbytes == 0:
@@ -121,18 +122,27 @@ def _choose_codec(data: np.ndarray) -> str | None:
         ds = f.create_dataset("d", data=trial, chunks=(min(rows, chunk_rows), *tail),
                               **compression())
         blosc = ds.id.get_storage_size()
-    if chunk_rows == 1 and _zero_runs_fit(trial):
-        zr = zero_runs.encode_rows(trial)[1][-1]
+    if chunk_rows == 1 and _zero_runs_fit(trial.dtype, tail):
+        zr = sum(len(zero_runs.encode(row)) for row in trial)
         if zr <= WORTH_COMPRESSING * trial.nbytes and zr <= ZERO_RUNS_SLACK * blosc:
             return "zero_runs"
     return "blosc" if blosc <= WORTH_COMPRESSING * trial.nbytes else None
 
 
-def _zero_runs_fit(data: np.ndarray) -> bool:
-    """Whether rows of `data` can be zero-run chunks: 1-byte numbers, 1..MAX_CHUNK bytes a
-    row."""
-    return (data.dtype.kind in "biu" and data.dtype.itemsize == 1
-            and 0 < data[:1].nbytes <= zero_runs.MAX_CHUNK)
+def _zero_runs_fit(dtype: np.dtype, tail: tuple[int, ...]) -> bool:
+    """Whether rows of `dtype` [*tail] can be zero-run chunks: 1-byte numbers, 1..MAX_CHUNK
+    bytes a row."""
+    return (dtype.kind in "biu" and dtype.itemsize == 1
+            and 0 < int(np.prod(tail, dtype=np.int64)) <= zero_runs.MAX_CHUNK)
+
+
+@dataclass(frozen=True)
+class _Chunks:
+    """Records of a dataset of `dtype` [n, *tail] already encoded as zero-run chunks."""
+
+    dtype: np.dtype
+    tail: tuple[int, ...]
+    chunks: list
 
 
 def _chunk_rows(tail: tuple[int, ...], itemsize: int) -> int:
@@ -158,7 +168,8 @@ class ShardFileWriter:
 
     Batches are compressed and written by one background thread (h5py releases the GIL
     while its filters run), so encoding the next batch overlaps writing this one; at most
-    one batch waits for it.
+    one batch waits for it. Records of fields taking zero-run chunks are encoded in
+    append() instead, while still in cache, and the thread writes the chunks as they are.
     """
 
     def __init__(self, path: str, attrs: dict, schema: dict[str, FieldSpec] | None = None,
@@ -179,9 +190,11 @@ class ShardFileWriter:
         self._batches: queue.Queue = queue.Queue(maxsize=1)
         self._failed: BaseException | None = None
         self._aborted = False
-        # Writer thread state: which datasets take zero-run chunks, and their buffer.
-        self._zero_runs: dict[str, bool] = {}
-        self._chunk: np.ndarray | None = None
+        # Fixed fields of 1-byte items with a chunk per record, whose codec is chosen on
+        # their first record; those that take zero-run chunks are encoded in append().
+        self._per_record: set[str] = set()
+        self._codecs: dict[str, str | None] = {}
+        self._scratch: np.ndarray | None = None
         self._thread = threading.Thread(target=self._write_batches, name="evpipe-shard-writer",
                                         daemon=True)
         self._thread.start()
@@ -213,33 +226,46 @@ class ShardFileWriter:
                 self._lengths[name] = []
             else:
                 self._small[name] = []
+            if spec.kind == "fixed" and _zero_runs_fit(spec.np_dtype, spec.tail) and \
+                    _chunk_rows(spec.tail, 1) == 1:
+                self._per_record.add(name)
         self._created = True
 
-    def _append_data(self, path: str, data: np.ndarray) -> None:
-        """Append `data` along axis 0 to dataset `path`, creating it on first use with the
-        codec its first batch earns (`_choose_codec`); zero-run chunks of the whole batch
-        are encoded in one call (one release of the GIL, not one per record)."""
+    def _append_data(self, path: str, data: np.ndarray | _Chunks) -> None:
+        """Append `data` along axis 0 to dataset `path` (an array, or records encoded as
+        zero-run chunks), creating it on first use with the codec chosen on its first
+        record (fields in _per_record) or its first batch (`_choose_codec`)."""
         ds = self._f.get(path)
         if ds is None:
-            tail = data.shape[1:]
-            codec = _choose_codec(data)
+            dtype, tail = (data.dtype, data.tail) if isinstance(data, _Chunks) else \
+                (data.dtype, data.shape[1:])
+            codec = self._codecs[path] if path in self._codecs else _choose_codec(data)
             ds = self._f.create_dataset(
-                path, shape=(0, *tail), maxshape=(None, *tail), dtype=data.dtype,
-                chunks=(_chunk_rows(tail, data.dtype.itemsize), *tail),
+                path, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
+                chunks=(_chunk_rows(tail, dtype.itemsize), *tail),
                 **(compression() if codec else {}))
-            self._zero_runs[path] = codec == "zero_runs"
         start = ds.shape[0]
-        ds.resize(start + len(data), axis=0)
-        if not self._zero_runs[path]:
+        if not isinstance(data, _Chunks):
+            ds.resize(start + len(data), axis=0)
             ds[start:] = data
             return
-        need = len(data) * zero_runs.bound(data[:1].nbytes)
-        if self._chunk is None or len(self._chunk) < need:
-            self._chunk = np.empty(need, np.uint8)
-        buf, ends = zero_runs.encode_rows(data, self._chunk)
+        ds.resize(start + len(data.chunks), axis=0)
         origin = (0,) * (ds.ndim - 1)
-        for k in range(len(data)):
-            ds.id.write_direct_chunk((start + k, *origin), buf[ends[k]:ends[k + 1]])
+        for k, chunk in enumerate(data.chunks):
+            ds.id.write_direct_chunk((start + k, *origin), chunk)
+
+    def _encode_record(self, name: str, v: np.ndarray) -> np.ndarray:
+        """A record of a field in _per_record: its zero-run chunk (uint8 bytes) when that is
+        the field's codec (chosen on its first record), else `v`. Encoding here, right after
+        the encoder wrote `v`, reads it from cache and needs no batch copy."""
+        path = f"data/{name}"
+        if path not in self._codecs:
+            self._codecs[path] = _choose_codec(v[None])
+        if self._codecs[path] != "zero_runs":
+            return v
+        if self._scratch is None or len(self._scratch) < zero_runs.bound(v.nbytes):
+            self._scratch = np.empty(zero_runs.bound(v.nbytes), np.uint8)
+        return zero_runs.encode(v, self._scratch).copy()
 
     def append(self, record: dict) -> None:
         if self.schema is None:
@@ -263,6 +289,8 @@ class ShardFileWriter:
             if got != spec.tail or v.dtype != spec.np_dtype or (spec.kind == "ragged" and v.ndim == 0):
                 raise ShardError(f"field {name!r} is {v.dtype}{list(v.shape)}, schema says "
                                  f"{spec.dtype}{list(spec.tail)} ({spec.kind})", sample_id=rid)
+            if name in self._per_record:
+                v = self._encode_record(name, v)
             self._pending[name].append(v)
             self._lengths[name].append(len(v) if spec.kind == "ragged" else 1)
             self._pending_bytes += v.nbytes
@@ -277,7 +305,12 @@ class ShardFileWriter:
         for name, arrays in self._pending.items():
             if not arrays:
                 continue
-            data = np.concatenate(arrays) if self.schema[name].kind == "ragged" else np.stack(arrays)
+            spec = self.schema[name]
+            if self._codecs.get(f"data/{name}") == "zero_runs":
+                batch.append((f"data/{name}", _Chunks(spec.np_dtype, spec.tail, list(arrays))))
+                arrays.clear()
+                continue
+            data = np.concatenate(arrays) if spec.kind == "ragged" else np.stack(arrays)
             if data.dtype.names is None:
                 batch.append((f"data/{name}", data))
             else:

@@ -166,40 +166,19 @@ def _encode(src, out):
     return o
 
 
-@njit(cache=True, nogil=True)
-def _encode_rows(src, row, out, ends):
-    """Blosc buffers of src[r*row:(r+1)*row] for each r, one after another in out; buffer
-    r ends at ends[r + 1] (ends[0] = 0)."""
-    for r in range(ends.shape[0] - 1):
-        ends[r + 1] = ends[r] + _encode(src[r * row:(r + 1) * row], out[ends[r]:])
-
-
 def bound(nbytes: int) -> int:
     """Largest Blosc buffer `encode` makes for nbytes of input (every block raw)."""
     return HEADER + 8 * -(-nbytes // BLOCK) + nbytes
 
 
-def encode_rows(rows: np.ndarray, out: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Blosc buffers of rows[0], rows[1], ... (a C-contiguous array [n, ...] of 1-byte
-    items, 1..MAX_CHUNK bytes a row), one after another in `out` (uint8, at least
-    n * bound(row bytes); allocated when None), in one call that releases the GIL.
-    Returns (out, ends): buffer r is out[ends[r]:ends[r + 1]], ends int64 [n + 1]."""
-    rows = np.ascontiguousarray(rows)
-    n = len(rows)
-    row = rows[:1].nbytes
-    if not 0 < row <= MAX_CHUNK or rows.dtype.itemsize != 1:
-        raise ValueError(f"rows of {row} bytes of {rows.dtype}: the zero-run codec takes "
-                         f"1..{MAX_CHUNK} bytes of 1-byte items")
-    if out is None:
-        out = np.empty(n * bound(row), np.uint8)
-    ends = np.zeros(n + 1, np.int64)
-    _encode_rows(rows.reshape(-1).view(np.uint8), row, out, ends)
-    return out, ends
-
-
 def encode(arr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Blosc buffer (a view into `out`, see encode_rows) of the array `arr` of 1-byte
-    items, 1..MAX_CHUNK bytes."""
-    buf, ends = encode_rows(np.asarray(arr)[None], out)
-    return buf[:ends[1]]
+    """Blosc buffer (a view into `out`, uint8 of at least bound(arr.nbytes) bytes;
+    allocated when None) of the array `arr` of 1-byte items, 1..MAX_CHUNK bytes."""
+    arr = np.ascontiguousarray(arr)
+    n = arr.nbytes
+    if not 0 < n <= MAX_CHUNK or arr.dtype.itemsize != 1:
+        raise ValueError(f"{n} bytes of {arr.dtype}: the zero-run codec takes 1..{MAX_CHUNK} "
+                         "bytes of 1-byte items")
+    if out is None:
+        out = np.empty(bound(n), np.uint8)
+    return out[:_encode(arr.reshape(-1).view(np.uint8), out)]

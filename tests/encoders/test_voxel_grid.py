@@ -108,8 +108,11 @@ def test_random_streams_match_reference(stream, n_bins, normalize, ordered):
     v = to_voxel_grid(ev, size, n_bins, normalize)
     assert_close(v, e2vid_reference(ev, size, n_bins, normalize), exact=not normalize)
     assert np.isfinite(v).all()
-    # t_first/t_last are min/max: order changes rounding only.
-    assert_close(v, to_voxel_grid(np.sort(ev, order="t"), size, n_bins, normalize))
+    # t_first/t_last are min/max: order changes rounding only. Compared before the
+    # normalisation, whose nonzero mask a cell cancelling to 2e-16 in one order and to 0
+    # in the other changes (found by hypothesis: 299 events on 4x3, span 7 us, 2 bins).
+    assert_close(to_voxel_grid(ev, size, n_bins),
+                 to_voxel_grid(np.sort(ev, order="t"), size, n_bins))
 
 
 def test_edge_cases():

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from evpipe.encoders import to_stacked_histogram
 from evpipe.io import open_events
-from evpipe.shards import ShardDataset, ShardWriter, zero_runs
+from evpipe.shards import ShardDataset, ShardWriter, read_manifest, zero_runs
 from evpipe.shards.format import ZERO_RUNS_SLACK
 
 BLOSC = dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
@@ -97,14 +97,6 @@ def test_encode_refuses_empty_and_wide_items_and_uses_the_buffer():
     assert np.shares_memory(zero_runs.encode(np.zeros(1000, np.uint8), out), out)
 
 
-def test_rows_are_encoded_as_one_by_one():
-    rng = np.random.default_rng(5)
-    rows = sparse(rng, (7, 3, 10_001), 0.01)
-    buf, ends = zero_runs.encode_rows(rows)
-    for r in range(7):
-        assert bytes(buf[ends[r]:ends[r + 1]]) == bytes(zero_runs.encode(rows[r]))
-
-
 def chunk_codecs(path):
     """Dataset path -> "zero_runs" (its first chunk is what zero_runs.encode makes of the
     first row), "blosc" (filtered, other bytes) or None (no filter)."""
@@ -121,6 +113,15 @@ def chunk_codecs(path):
     return out
 
 
+def write_toy(path, recs):
+    with ShardWriter(path, dataset="toy", split="train", encoding={"name": "toy", "params": {}},
+                     key="k", samples_per_shard=5,
+                     fixed=("hist", "frames", "noise", "ones", "small")) as w:
+        for r in recs:
+            w.add(r)
+    return read_manifest(path)
+
+
 def test_writer_picks_zero_runs_only_where_it_pays(tmp_path):
     rng = np.random.default_rng(3)
     recs = [{"id": str(i),
@@ -130,13 +131,9 @@ def test_writer_picks_zero_runs_only_where_it_pays(tmp_path):
              "ones": np.full((300, 300), 7, np.uint8),            # Blosc's, not ours
              "small": sparse(rng, (64, 64), 0.01),                 # many rows per chunk
              "coords": rng.integers(0, 9, (int(rng.integers(1, 50)), 3)).astype(np.int32)}
-            for i in range(5)]
-    with ShardWriter(tmp_path / "s", dataset="toy", split="train",
-                     encoding={"name": "toy", "params": {}}, key="k", samples_per_shard=5,
-                     fixed=("hist", "frames", "noise", "ones", "small")) as w:
-        for r in recs:
-            w.add(r)
-    codecs = chunk_codecs(next((tmp_path / "s").glob("*.h5")))
+            for i in range(7)]
+    manifest = write_toy(tmp_path / "s", recs)
+    codecs = chunk_codecs(tmp_path / "s" / manifest["shards"][0]["file"])
     assert codecs["data/hist"] == "zero_runs" and codecs["data/frames"] == "blosc"
     assert codecs["data/noise"] is None and codecs["data/ones"] == "blosc"
     assert codecs["data/small"] == "blosc"
@@ -145,3 +142,5 @@ def test_writer_picks_zero_runs_only_where_it_pays(tmp_path):
         got = ds[i]
         for k in ("hist", "frames", "noise", "ones", "small", "coords"):
             np.testing.assert_array_equal(got[k], r[k])
+    again = write_toy(tmp_path / "s2", recs)  # the same records give the same bytes
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
