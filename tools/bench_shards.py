@@ -38,7 +38,7 @@ def codec(kw):
     old = shard_format.compression, shard_format._choose_codec
     if kw is not None:
         shard_format.compression = lambda: kw
-        shard_format._choose_codec = lambda data: "blosc"
+        shard_format._choose_codec = lambda data, per_record=False: "blosc"
     try:
         yield
     finally:

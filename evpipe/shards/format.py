@@ -14,11 +14,11 @@ Array datasets are chunked in ~64 KiB (one record per chunk when a record is lar
 compressed with Blosc(LZ4, byte shuffle, level 5) from `hdf5plugin` when that at least
 halves a trial of their first megabyte (decided per dataset, so random bits such as event
 coordinates stay raw and cost no decoding); chosen by tools/bench_loading.py and
-tools/bench_shards.py for random-read speed first. Byte datasets of one record per chunk
-(stacked histograms, Poisson spikes) whose trial the zero-run encoder (zero_runs.py) also
-halves, to within 10 % of Blosc's size, get their chunks from it instead: the same
-Blosc/LZ4 format written pre-compressed, 1.4-1.6x faster than c-blosc on mostly-zero
-bytes. Readers need `import hdf5plugin`.
+tools/bench_shards.py for random-read speed first. Fixed fields of 1-byte items with one
+record per chunk (stacked histograms, Poisson spikes) whose first record the zero-run
+encoder (zero_runs.py) halves, to within 10 % of Blosc's size, get their chunks from it
+instead: the same Blosc/LZ4 format written pre-compressed, 1.4-1.6x faster than c-blosc on
+mostly-zero bytes. Readers need `import hdf5plugin`.
 """
 
 from __future__ import annotations
@@ -107,9 +107,9 @@ def infer_schema(record: dict, fixed: frozenset[str]) -> dict[str, FieldSpec]:
 FLUSH_BYTES = 8 << 20
 
 
-def _choose_codec(data: np.ndarray) -> str | None:
+def _choose_codec(data: np.ndarray, per_record: bool = False) -> str | None:
     """Codec of a new dataset from a trial of `data`'s first TRIAL_BYTES (at least one
-    row): "zero_runs" (rows of 1-byte items with a chunk each, encoded by the writer),
+    row): "zero_runs" (only for `per_record` fields: 1-byte items, a chunk per record),
     "blosc" (h5py's filter) or None (raw). Blosc's size comes from an in-memory HDF5 file
     with the shard's chunking."""
     rows = max(1, min(len(data), TRIAL_BYTES // max(1, data[:1].nbytes)))
@@ -122,7 +122,7 @@ def _choose_codec(data: np.ndarray) -> str | None:
         ds = f.create_dataset("d", data=trial, chunks=(min(rows, chunk_rows), *tail),
                               **compression())
         blosc = ds.id.get_storage_size()
-    if chunk_rows == 1 and _zero_runs_fit(trial.dtype, tail):
+    if per_record:
         zr = sum(len(zero_runs.encode(row)) for row in trial)
         if zr <= WORTH_COMPRESSING * trial.nbytes and zr <= ZERO_RUNS_SLACK * blosc:
             return "zero_runs"
@@ -260,7 +260,7 @@ class ShardFileWriter:
         the encoder wrote `v`, reads it from cache and needs no batch copy."""
         path = f"data/{name}"
         if path not in self._codecs:
-            self._codecs[path] = _choose_codec(v[None])
+            self._codecs[path] = _choose_codec(v[None], per_record=True)
         if self._codecs[path] != "zero_runs":
             return v
         if self._scratch is None or len(self._scratch) < zero_runs.bound(v.nbytes):
