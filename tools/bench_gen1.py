@@ -192,7 +192,8 @@ def main() -> None:
         marginal = wall2 - wall
         print(f"| evpipe, each further recording (2 copies {wall2:.2f} s - 1 copy) | "
               f"{marginal:.2f} | - | {hwm2 / 1024:.0f} | {base_inside / marginal:.1f}x "
-              "(against the port after start-up) |")
+              f"(against the port after start-up; {ports['write'][1] / marginal:.1f}x "
+              "against it with RVT's writer) |")
         port_h, ours_h, add_at_h, k = histograms_only(td, bbox)
         print(f"| histograms only, same {k} in-memory windows: port, np.bincount | - | "
               f"{port_h:.2f} | - | 1.0x |")
