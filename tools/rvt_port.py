@@ -19,6 +19,7 @@ import time
 T0 = time.perf_counter()
 
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -51,6 +52,14 @@ def window_fields(ev, lo: int, hi: int, t: np.ndarray):
     return (*(ev[k][lo:hi].astype(np.int64) for k in "xyp"), t[lo:hi])
 
 
+def label_bounds(t: np.ndarray, bbox) -> Iterator[tuple[int, int]]:
+    """[lo, hi) of the events with t_label - WINDOW_US <= t <= t_label in the sorted `t`,
+    for each distinct label timestamp of the `bbox` .npy file, as RVT's searchsorted."""
+    for t_end in np.unique(np.load(bbox)["t"]):
+        yield (np.searchsorted(t, t_end - WINDOW_US, side="left"),
+               np.searchsorted(t, t_end, side="right"))
+
+
 def read_dat_numpy(path) -> dict[str, np.ndarray]:
     """t (int64 us), x, y, p (int16) of a DAT file as the Prophesee toolbox decodes it:
     skip the '%' header lines and the event type/size bytes, np.fromfile the 8-byte
@@ -79,9 +88,7 @@ def main(td: str, bbox: str, kind: str, out: str) -> None:
                                   **hdf5plugin.Blosc(cname="zstd", clevel=1,
                                                      shuffle=hdf5plugin.Blosc.SHUFFLE))
     n = 0
-    for t_end in np.unique(np.load(bbox)["t"]):
-        lo = np.searchsorted(t, t_end - WINDOW_US, side="left")
-        hi = np.searchsorted(t, t_end, side="right")
+    for lo, hi in label_bounds(t, bbox):
         rep = rvt_histogram(*window_fields(ev, lo, hi, t), kind == "add_at")
         if writer is not None:
             writer.resize(n + 1, axis=0)

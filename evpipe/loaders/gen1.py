@@ -28,9 +28,9 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError, FormatError
 from ..events import SensorSize, empty_events
-from ..io.kernels import clamp_disorder, search_time
 from ..io import open_events, read_gen1_boxes
 from ..io.base import concat_events
+from ..io.kernels import clamp_disorder, search_time
 from .base import DATASETS, Loader, check_in_sensor, require_dir
 
 SENSOR = SensorSize(304, 240)

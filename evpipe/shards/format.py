@@ -113,7 +113,7 @@ def _choose_codec(data: np.ndarray, per_record: bool = False) -> str | None:
     "blosc" (h5py's filter) or None (raw). Blosc's size comes from an in-memory HDF5 file
     with the shard's chunking."""
     rows = max(1, min(len(data), TRIAL_BYTES // max(1, data[:1].nbytes)))
-    trial = np.asarray(data[:rows])
+    trial = data[:rows]
     if trial.nbytes == 0:
         return None
     tail = trial.shape[1:]
