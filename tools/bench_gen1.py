@@ -3,7 +3,8 @@ windows (one per label timestamp), evpipe's `evpipe convert gen1 --to stacked_hi
 vs a straight NumPy port of RVT's per-window preprocessing on the same file
 (tools/rvt_port.py: np.bincount, np.add.at, and np.bincount + RVT's HDF5 writer), each in
 its own process with its peak RSS; then the histogram code alone on the same in-memory
-windows, and evpipe's marginal time per recording (a root of two copies minus one).
+windows, evpipe's marginal time per recording (a root of two copies minus one), and the
+floor of any Numba-based process (import NumPy + Numba, call one cached kernel).
 
 Checked: the port's NumPy decode equals evpipe's reader, the port's histograms equal
 evpipe's `to_stacked_histogram` on every window (np.add.at's on every 10th), and evpipe's
@@ -33,6 +34,9 @@ from rvt_port import (BINS, CUTOFF, HEIGHT, WIDTH, WINDOW_US, label_bounds, read
 
 SIZE = SensorSize(WIDTH, HEIGHT)
 PORT = Path(__file__).resolve().with_name("rvt_port.py")
+# Processes write and reuse bytecode as on a user's machine (this sandbox sets
+# PYTHONDONTWRITEBYTECODE, which made every run compile evpipe's modules from source).
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 PORTS = {"bincount": "NumPy port of RVT, np.bincount",
          "add_at": "NumPy port of RVT, np.add.at as torch put_",
          "write": "NumPy port of RVT, np.bincount + RVT's HDF5 writer (Blosc zstd 1)"}
@@ -124,7 +128,7 @@ def run_port(td: Path, bbox: Path, kind: str, out: Path) -> tuple[float, float, 
     """(wall s, s after interpreter start-up, peak RSS kB, windows) of one port run."""
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, str(PORT), str(td), str(bbox), kind, str(out)],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env=ENV)
     wall = time.perf_counter() - t
     windows, inside, hwm = proc.stdout.split()
     return wall, float(inside), int(hwm), int(windows)
@@ -140,12 +144,33 @@ def run_peak(cmd: list[str]) -> tuple[float, float, int]:
                "file=sys.stderr)); "
                "runpy.run_module('evpipe.cli', run_name='__main__')"] + cmd
     t = time.perf_counter()
-    proc = subprocess.run(wrapped, capture_output=True, text=True)
+    proc = subprocess.run(wrapped, capture_output=True, text=True, env=ENV)
     wall = time.perf_counter() - t
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
     hwm, inside = proc.stderr.rsplit("HWM", 1)[1].split()[:2]
     return wall, float(inside), int(hwm)
+
+
+FLOOR = """import numpy as np
+from numba import njit
+@njit(cache=True)
+def one(a):
+    return a[0] + 1
+one(np.zeros(1))
+"""
+
+
+def numba_floor(folder: Path) -> float:
+    """Wall seconds of a process that only imports NumPy and Numba and calls one cached
+    kernel (the second run: the first fills the cache): the least any Numba-based
+    converter's process costs here."""
+    script = folder / "floor.py"
+    script.write_text(FLOOR)
+    for _ in range(2):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, str(script)], check=True, env=ENV)
+    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -174,6 +199,7 @@ def main() -> None:
             for day in ("06", "07"):
                 os.link(f, two / f.name.replace("17-04-06", f"17-04-{day}"))
         wall2, _, hwm2 = run_peak(convert + ["--root", str(two.parent), "--out", str(tmp / "s2")])
+        floor = numba_floor(tmp)
         windows = ports["bincount"][3]
         print(f"recording: {n / 1e6:.1f}M events, {args.seconds:.0f} s, {windows} label "
               f"timestamps, 50 ms windows, {BINS} bins, cutoff {CUTOFF}\n")
@@ -193,6 +219,8 @@ def main() -> None:
               f"{marginal:.2f} | - | {hwm2 / 1024:.0f} | {base_inside / marginal:.1f}x "
               f"(against the port after start-up; {ports['write'][1] / marginal:.1f}x "
               "against it with RVT's writer) |")
+        print(f"| floor: a process importing NumPy + Numba, one cached kernel call, no work | "
+              f"{floor:.2f} | - | - | {base_wall / floor:.1f}x |")
         port_h, ours_h, add_at_h, k = histograms_only(ev, bbox)
         print(f"| histograms only, same {k} in-memory windows: port, np.bincount | - | "
               f"{port_h:.2f} | - | 1.0x |")

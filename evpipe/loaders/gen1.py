@@ -68,39 +68,47 @@ def filter_boxes(boxes: np.ndarray, train: bool, psee_filter: bool = True,
 def label_windows(chunks: Iterator[np.ndarray], t_labels: np.ndarray, window_us: int
                   ) -> Iterator[np.ndarray]:
     """For each of the sorted `t_labels` (int64 us), the events with
-    t_label - window_us <= t <= t_label, from one pass over event `chunks` in file order.
+    t_label - window_us <= t <= t_label, from one pass over event `chunks` in file order
+    (distinct arrays, as the readers yield: windows are views of them).
 
     Times are replaced by their running maximum (in place) before slicing, as RVT does.
-    Memory: the events of the current window plus one chunk. Reading stops once the last
-    window is complete (an event after its end has been seen).
+    A window inside one chunk is a view of it; one spanning chunks is a copy of its events.
+    Memory: two chunks plus one window. Reading stops once the last window is complete
+    (an event after its end has been seen).
     """
-    buf = empty_events()
-    carry = np.iinfo(np.int64).min
     k, n = 0, len(t_labels)
     if not n:
         return
+    tail = empty_events()  # events of earlier chunks at or after the current window's start
+    carry = np.iinfo(np.int64).min
     for chunk in chunks:
         if not len(chunk):
             continue
         t = chunk["t"]
         clamp_disorder(t, carry)
         carry = int(t[-1])
-        buf = concat_events([buf, chunk])
         while k < n and t_labels[k] < carry:
-            yield _window(buf, t_labels[k], window_us)
+            yield _window(tail, chunk, t_labels[k], window_us)
             k += 1
         if k == n:
             return
-        buf = buf[search_time(buf["t"], t_labels[k] - window_us, False):]
+        tail = _since(tail, chunk, t_labels[k] - window_us)
     for tl in t_labels[k:]:
-        yield _window(buf, tl, window_us)
+        yield _window(tail, empty_events(), tl, window_us)
 
 
-def _window(buf: np.ndarray, t_label, window_us: int) -> np.ndarray:
-    """Events of `buf` (time-sorted) with t_label - window_us <= t <= t_label; the times
-    are searched in place (a strided field: np.searchsorted would copy it)."""
-    t = buf["t"]
-    return buf[search_time(t, t_label - window_us, False):search_time(t, t_label, True)]
+def _since(tail: np.ndarray, chunk: np.ndarray, start) -> np.ndarray:
+    """Events with t >= start of `tail` followed by `chunk` (both time-sorted, tail's times
+    <= chunk's): a view of `chunk`, or a copy when some of `tail` is included. Times are
+    searched in place (a strided field: np.searchsorted would copy it)."""
+    s = search_time(chunk["t"], start, False)
+    head = tail[search_time(tail["t"], start, False):] if s == 0 else tail[:0]
+    return concat_events([head, chunk]) if len(head) else chunk[s:]
+
+
+def _window(tail: np.ndarray, chunk: np.ndarray, t_label, window_us: int) -> np.ndarray:
+    """Events with t_label - window_us <= t <= t_label of `tail` followed by `chunk`."""
+    return _since(tail, chunk[:search_time(chunk["t"], t_label, True)], t_label - window_us)
 
 
 @DATASETS.register("gen1")

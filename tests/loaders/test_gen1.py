@@ -9,6 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evpipe.errors import ConfigError, DatasetError, FormatError
 from evpipe.events import EVENT_DTYPE
@@ -204,6 +206,26 @@ def test_windows_stop_after_the_last_label():
         lo, hi = np.searchsorted(t, tl - 50_000), np.searchsorted(t, tl, side="right")
         np.testing.assert_array_equal(w["t"], t[lo:hi])
         np.testing.assert_array_equal(w["x"], ev["x"][lo:hi])
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(0, 2_000), max_size=12), window=st.integers(1, 400_000),
+       labels=st.lists(st.integers(-60_000, 1_100_000), min_size=1, max_size=25, unique=True))
+def test_windows_equal_searchsorted_for_any_chunking(cuts, window, labels):
+    """Windows from chunks of any sizes (empty ones, single events, windows spanning many
+    chunks, labels before the first or after the last event) equal RVT's searchsorted on
+    the whole recording."""
+    ev = train_events()[:2_000]
+    bounds = [0, *sorted(cuts), len(ev)]
+    chunks = [ev[a:b].copy() for a, b in zip(bounds, bounds[1:])]
+    t_labels = np.array(sorted(labels), np.int64)
+    got = list(label_windows(iter(chunks), t_labels, window))
+    assert len(got) == len(t_labels)
+    t = np.maximum.accumulate(ev["t"])
+    for tl, w in zip(t_labels, got):
+        lo, hi = np.searchsorted(t, tl - window), np.searchsorted(t, tl, side="right")
+        np.testing.assert_array_equal(w["t"], t[lo:hi])
+        np.testing.assert_array_equal(w[["x", "y", "p"]], ev[["x", "y", "p"]][lo:hi])
 
 
 def test_bad_inputs(tree, tmp_path):
