@@ -3,7 +3,8 @@ windows (one per label timestamp), evpipe's `evpipe convert gen1 --to stacked_hi
 vs a straight NumPy port of RVT's per-window preprocessing on the same file
 (tools/rvt_port.py: np.bincount, np.add.at, and np.bincount + RVT's HDF5 writer), each in
 its own process with its peak RSS; then the histogram code alone on the same in-memory
-windows, evpipe's marginal time per recording (a root of two copies minus one), and the
+windows, evpipe's marginal time per recording (a root of COPIES copies minus one, divided
+by COPIES - 1), and the
 floor of any Numba-based process (import NumPy + Numba, call one cached kernel).
 
 Checked: the port's NumPy decode equals evpipe's reader, the port's histograms equal
@@ -34,6 +35,7 @@ from rvt_port import (BINS, CUTOFF, HEIGHT, WIDTH, WINDOW_US, label_bounds, read
 
 SIZE = SensorSize(WIDTH, HEIGHT)
 PORT = Path(__file__).resolve().with_name("rvt_port.py")
+COPIES = 4  # recordings in the root whose conversion gives the marginal time per recording
 # Processes write and reuse bytecode as on a user's machine (this sandbox sets
 # PYTHONDONTWRITEBYTECODE, which made every run compile evpipe's modules from source).
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -192,13 +194,14 @@ def main() -> None:
         wall, inside, hwm = run_peak(convert + ["--root", str(root), "--out", str(tmp / "s1")])
         ev = read_events(td)
         check_port(td, bbox, ev, tmp / "s1")
-        # a second copy of the recording: evpipe's marginal cost per recording
-        two = tmp / "gen1x2" / "train"
-        two.mkdir(parents=True)
+        # more copies of the recording: evpipe's marginal cost per recording
+        many = tmp / "gen1xN" / "train"
+        many.mkdir(parents=True)
         for f in (td, bbox):
-            for day in ("06", "07"):
-                os.link(f, two / f.name.replace("17-04-06", f"17-04-{day}"))
-        wall2, _, hwm2 = run_peak(convert + ["--root", str(two.parent), "--out", str(tmp / "s2")])
+            for day in range(COPIES):
+                os.link(f, many / f.name.replace("17-04-06", f"17-04-{day + 10}"))
+        wall_n, _, hwm_n = run_peak(convert + ["--root", str(many.parent), "--out",
+                                               str(tmp / "s2")])
         floor = numba_floor(tmp)
         windows = ports["bincount"][3]
         print(f"recording: {n / 1e6:.1f}M events, {args.seconds:.0f} s, {windows} label "
@@ -214,9 +217,10 @@ def main() -> None:
                   f"{base_wall / pw:.1f}x / {base_inside / pi:.1f}x |")
         print(f"| evpipe convert gen1 --to stacked_histogram | {wall:.2f} | {inside:.2f} "
               f"| {hwm / 1024:.0f} | {base_wall / wall:.1f}x / {base_inside / inside:.1f}x |")
-        marginal = wall2 - wall
-        print(f"| evpipe, each further recording (2 copies {wall2:.2f} s - 1 copy) | "
-              f"{marginal:.2f} | - | {hwm2 / 1024:.0f} | {base_inside / marginal:.1f}x "
+        marginal = (wall_n - wall) / (COPIES - 1)
+        print(f"| evpipe, each further recording ({COPIES} copies {wall_n:.2f} s - 1 copy, "
+              f"/ {COPIES - 1}) | {marginal:.2f} | - | {hwm_n / 1024:.0f} | "
+              f"{base_inside / marginal:.1f}x "
               f"(against the port after start-up; {ports['write'][1] / marginal:.1f}x "
               "against it with RVT's writer) |")
         print(f"| floor: a process importing NumPy + Numba, one cached kernel call, no work | "
