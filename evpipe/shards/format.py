@@ -237,8 +237,7 @@ class ShardFileWriter:
         record (fields in _per_record) or its first batch (`_choose_codec`)."""
         ds = self._f.get(path)
         if ds is None:
-            dtype, tail = (data.dtype, data.tail) if isinstance(data, _Chunks) else \
-                (data.dtype, data.shape[1:])
+            dtype, tail = data.dtype, data.tail if isinstance(data, _Chunks) else data.shape[1:]
             codec = self._codecs[path] if path in self._codecs else _choose_codec(data)
             ds = self._f.create_dataset(
                 path, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
